@@ -1,0 +1,15 @@
+"""Test setup: 8 fake CPU devices and fast (unoptimised) XLA compiles.
+
+XLA_FLAGS must be set before JAX initialises its backend, hence at import time.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+
+# Compile time dominates CPU tests; numerics are unaffected.
+jax.config.update("jax_disable_most_optimizations", True)

@@ -1,0 +1,1 @@
+"""Datasets: descriptors, label encodings, synthetic videos, converters and input pipelines."""
