@@ -1,0 +1,711 @@
+"""Readers (and the few writers) of the raw on-disk layouts of the supported datasets.
+
+Each `Layout` lists the videos of a split as ordered annotated frames (image, label and
+optionally depth files), checks the structure (matching image/label pairs, no missing frame in
+a sequence, expected counts) and decodes label files into int32 `semantic * D + instance` with
+the dataset's descriptor. Every problem found is collected and raised together as one
+`DatasetError` naming each file, so a user fixes a broken download in one go.
+
+Layouts (see docs/datasets.md for where to get the data):
+
+* `CityscapesVpsLayout`: `<root>/<split>/img/<video>_<frame>_<city>_<seq>_<raw>_leftImg8bit.png`
+  and the evaluation ground truth `<root>/<split>/panoptic_video/<id>_gtFine_color.png` (RGB
+  segment ids) + `<root>/panoptic_gt_<split>_city_vps.json` (mcahny/vps).
+* `CityscapesDvpsLayout`: `<root>/video_sequence/<split>/<seq>_<frame>_<city>_<a>_<b>_` +
+  `leftImg8bit.png` / `gtFine_instanceTrainIds.png` (16-bit, class * 1000 + instance, void
+  32000) / `depth.png` (uint16 metres * 256, 0 = none) (ViP-DeepLab `cityscapes-dvps/`).
+* `StepLayout` (KITTI-STEP, MOTChallenge-STEP): `<root>/images/<split>/<seq>/<frame>.png` and
+  `<root>/panoptic_maps/<split>/<seq>/<frame>.png` (R = class, G * 256 + B = instance).
+* `VipsegLayout`: `<root>/imgs|images/<video>/<frame>.jpg`, `<root>/panomasks/<video>/<frame>.png`
+  (0 void, v < 125: class v - 1, else class v // 100 - 1 with instance v % 100) and the split
+  lists `<root>/{train,val,test}.txt` (VIPSeg-Dataset).
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vipdl.data import descriptors, labels
+from vipdl.data.descriptors import DatasetDescriptor
+
+# Cityscapes-DVPS marks void with class 32 (32000) whatever the in-memory ignore label is.
+DVPS_VOID_CLASS = 32
+_MAX_PROBLEMS_SHOWN = 40
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class DatasetError(ValueError):
+    """Problems found in a dataset on disk.
+
+    Attributes:
+        problems: one message per problem, each starting with the file concerned.
+    """
+
+    def __init__(self, what: str, problems: Sequence[str]):
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[:_MAX_PROBLEMS_SHOWN])
+        more = len(self.problems) - _MAX_PROBLEMS_SHOWN
+        if more > 0:
+            shown += f"\n  ... and {more} more"
+        super().__init__(f"{what}: {len(self.problems)} problem(s):\n{shown}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """One annotated frame on disk.
+
+    Attributes:
+        index: position among the annotated frames of its video (0, 1, ...).
+        token: the frame number written in the file name (raw video frame for Cityscapes-VPS).
+        image: RGB image file.
+        label: panoptic label file.
+        depth: depth file, or None.
+    """
+
+    index: int
+    token: int
+    image: Path
+    label: Path
+    depth: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+    """The annotated frames of one video, in order."""
+
+    sequence_id: str
+    frames: tuple[Frame, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# File decoding with clear errors.
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise DatasetError(str(path), ["file does not exist"]) from None
+    except Exception as e:  # PIL raises many types for truncated/corrupt files.
+        raise DatasetError(str(path), [f"cannot decode image ({type(e).__name__}: {e})"]) from e
+    return image
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image file as uint8 [height, width, 3]; grey/palette/RGBA are converted."""
+    path = Path(path)
+    image = _open(path)
+    if image.mode not in ("RGB", "RGBA", "L", "P"):
+        raise DatasetError(
+            str(path), [f"expected an 8-bit colour image, got PIL mode {image.mode}"]
+        )
+    return np.asarray(image.convert("RGB"))
+
+
+def _read_exact_rgb(path: Path) -> np.ndarray:
+    """Reads a label PNG that must be 3-channel 8-bit (no conversion of its values)."""
+    image = _open(path)
+    if image.mode not in ("RGB", "RGBA"):
+        raise DatasetError(str(path), [f"expected an RGB label PNG, got PIL mode {image.mode}"])
+    return np.asarray(image)[..., :3]
+
+
+def _read_single_channel(path: Path) -> np.ndarray:
+    """Reads a single-channel 8/16/32-bit PNG as int64 [height, width]."""
+    image = _open(path)
+    if image.mode not in ("L", "I;16", "I;16B", "I;16L", "I", "P"):
+        raise DatasetError(
+            str(path), [f"expected a single-channel label PNG, got PIL mode {image.mode}"]
+        )
+    return np.asarray(image).astype(np.int64)
+
+
+def check_panoptic(
+    panoptic: np.ndarray, descriptor: DatasetDescriptor, path: str | os.PathLike
+) -> np.ndarray:
+    """Validates an int panoptic map against `descriptor`; returns it as int32.
+
+    Class ids must be in [0, num_classes) or the ignore label; void pixels get instance 0.
+    Stuff pixels carrying an instance id are set to instance 0: some raw labels do this (e.g.
+    VIPSeg value 200 on a stuff class, VIPSeg-Dataset#1) and it carries no information.
+
+    Raises:
+        DatasetError naming `path` and the offending class ids.
+    """
+    d = descriptor.label_divisor
+    panoptic = np.asarray(panoptic, np.int64)
+    if panoptic.size and panoptic.min() < 0:
+        raise DatasetError(str(path), [f"negative label value {panoptic.min()}"])
+    semantic = panoptic // d
+    classes = np.unique(semantic)
+    bad = [int(c) for c in classes if c >= descriptor.num_classes and c != descriptor.ignore_label]
+    if bad:
+        raise DatasetError(
+            str(path),
+            [
+                f"class ids {bad} outside [0, {descriptor.num_classes}) and not the ignore label "
+                f"{descriptor.ignore_label} of {descriptor.name}"
+            ],
+        )
+    keep_instance = np.isin(semantic, descriptor.thing_ids)
+    out = np.where(keep_instance, panoptic, semantic * d)
+    if out.size and out.max() >= 2**31:
+        raise DatasetError(str(path), ["label values do not fit int32"])
+    return out.astype(np.int32)
+
+
+def decode_dvps_label(raw: np.ndarray, descriptor: DatasetDescriptor) -> np.ndarray:
+    """Cityscapes-DVPS label (class * 1000 + instance, void class 32) -> in-memory panoptic.
+
+    Args:
+        raw: int [height, width] values of a `*_gtFine_instanceTrainIds.png`.
+        descriptor: dataset descriptor (its label divisor and ignore label are used).
+
+    Returns:
+        int64 [height, width]; call `check_panoptic` to validate.
+    """
+    semantic, instance = raw // 1000, raw % 1000
+    void = semantic == DVPS_VOID_CLASS
+    semantic = np.where(void, descriptor.ignore_label, semantic)
+    instance = np.where(void, 0, instance)
+    return semantic * descriptor.label_divisor + instance
+
+
+def encode_dvps_label(panoptic: np.ndarray, descriptor: DatasetDescriptor) -> np.ndarray:
+    """In-memory panoptic -> Cityscapes-DVPS uint16 label (ignore -> class 32, D -> 1000)."""
+    panoptic = np.asarray(panoptic, np.int64)
+    semantic = panoptic // descriptor.label_divisor
+    instance = panoptic % descriptor.label_divisor
+    void = semantic == descriptor.ignore_label
+    if np.any(~void & (semantic >= DVPS_VOID_CLASS)) or instance.max(initial=0) >= 1000:
+        raise ValueError("Cityscapes-DVPS labels need class ids < 32 and instance ids < 1000")
+    out = np.where(void, DVPS_VOID_CLASS * 1000, semantic * 1000 + instance)
+    return out.astype(np.uint16)
+
+
+def decode_vipseg_mask(raw: np.ndarray, descriptor: DatasetDescriptor) -> np.ndarray:
+    """VIPSeg `panomasks` values -> in-memory panoptic (int64; validate with `check_panoptic`).
+
+    0 = void; 1 <= v < 125: class v - 1 without instance; v >= 125: class v // 100 - 1,
+    instance v % 100 + 1 (so that instance 0 keeps meaning "no instance").
+    """
+    d = descriptor.label_divisor
+    thing = raw >= 125
+    semantic = np.where(thing, raw // 100 - 1, raw - 1)
+    instance = np.where(thing, raw % 100 + 1, 0)
+    void = raw == 0
+    return np.where(void, descriptor.void_label, semantic * d + instance)
+
+
+def read_depth_png(path: str | os.PathLike) -> np.ndarray:
+    """uint16 depth PNG (metres * 256, 0 = none) -> float32 [height, width] metres."""
+    path = Path(path)
+    raw = _read_single_channel(path)
+    return (raw / 256.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Structure checks shared by the layouts.
+
+
+def _check_sequence(
+    videos: Mapping[str, list[tuple[int, Path, Path, Path | None]]],
+    *,
+    stride: int | None,
+    where: str,
+    problems: list[str],
+) -> list[Video]:
+    """Orders frames, checks gaps (a missing frame) and returns `Video`s.
+
+    `stride` is the expected gap between frame tokens; None infers it as the most common gap of
+    the split (real Cityscapes-VPS tokens may count raw frames or annotated frames).
+    """
+    gaps = collections.Counter()
+    ordered = {}
+    for seq, frames in videos.items():
+        frames = sorted(frames, key=lambda f: f[0])
+        ordered[seq] = frames
+        gaps.update(b[0] - a[0] for a, b in zip(frames, frames[1:]))
+    if stride is None:
+        stride = gaps.most_common(1)[0][0] if gaps else 1
+    out = []
+    for seq in sorted(ordered):
+        frames = ordered[seq]
+        for a, b in zip(frames, frames[1:]):
+            if b[0] - a[0] == 0:
+                problems.append(f"{b[1]}: frame {b[0]} of sequence {seq} appears twice ({a[1]})")
+            elif b[0] - a[0] != stride:
+                missing = list(range(a[0] + stride, b[0], stride)) or ["(irregular gap)"]
+                problems.append(
+                    f"{b[1]}: sequence {seq} in {where} jumps from frame {a[0]} to {b[0]} "
+                    f"(expected steps of {stride}); missing frame(s) {missing}"
+                )
+        out.append(
+            Video(
+                seq,
+                tuple(
+                    Frame(index=i, token=tok, image=img, label=lab, depth=dep)
+                    for i, (tok, img, lab, dep) in enumerate(frames)
+                ),
+            )
+        )
+    return out
+
+
+def _check_video_lengths(videos: Sequence[Video], where: str, problems: list[str]) -> None:
+    """Videos of one split usually have the same length; a short one lost frames at an end."""
+    lengths = collections.Counter(len(v.frames) for v in videos)
+    if len(lengths) <= 1:
+        return
+    common, n = lengths.most_common(1)[0]
+    if n * 2 <= len(videos):  # No clear majority: lengths legitimately vary (e.g. KITTI).
+        return
+    for v in videos:
+        if len(v.frames) < common:
+            problems.append(
+                f"{v.frames[0].image.parent}: sequence {v.sequence_id} in {where} has "
+                f"{len(v.frames)} frames but most sequences have {common} (first "
+                f"{v.frames[0].image.name}, last {v.frames[-1].image.name})"
+            )
+
+
+class Layout(abc.ABC):
+    """A raw dataset layout rooted at `root`, with the descriptor used to decode labels."""
+
+    #: Whether frames carry a depth file.
+    has_depth: bool = False
+
+    def __init__(self, root: str | os.PathLike, descriptor: DatasetDescriptor):
+        self.root = Path(root)
+        self.descriptor = descriptor
+        if not self.root.is_dir():
+            raise DatasetError(str(self.root), ["dataset root is not a directory"])
+
+    @abc.abstractmethod
+    def splits(self) -> tuple[str, ...]:
+        """The labelled splits present on disk."""
+
+    @abc.abstractmethod
+    def _list(self, split: str, problems: list[str]) -> list[Video]:
+        """Lists the videos of `split`, appending structural problems to `problems`."""
+
+    @abc.abstractmethod
+    def _read_label(self, frame: Frame) -> np.ndarray:
+        """Decodes the label of `frame` (not yet validated)."""
+
+    def videos(self, split: str, *, expected_frames: int | None = None) -> list[Video]:
+        """The videos of `split`, frames ordered; raises `DatasetError` listing all problems.
+
+        Args:
+            split: split name.
+            expected_frames: expected number of annotated frames in the split; defaults to
+                `descriptor.split_num_frames[split]` when known; -1 disables the check.
+        """
+        problems: list[str] = []
+        videos = self._list(split, problems)
+        if not videos and not problems:
+            problems.append(f"{self.root}: no annotated frames found for split {split!r}")
+        if expected_frames is None:
+            expected_frames = self.descriptor.split_num_frames.get(split)
+        total = sum(len(v.frames) for v in videos)
+        if expected_frames is not None and expected_frames >= 0 and total != expected_frames:
+            problems.append(
+                f"{self.root}: split {split!r} has {total} annotated frames in {len(videos)} "
+                f"sequences, expected {expected_frames} for {self.descriptor.name}"
+            )
+        if problems:
+            raise DatasetError(f"{self.descriptor.name} {split} at {self.root}", problems)
+        return videos
+
+    def read_panoptic(self, frame: Frame) -> np.ndarray:
+        """int32 [height, width] validated panoptic label of `frame`."""
+        return check_panoptic(self._read_label(frame), self.descriptor, frame.label)
+
+    def read_frame(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Reads `(image uint8 [h, w, 3], panoptic int32 [h, w], depth float32 [h, w] | None)`.
+
+        Raises:
+            DatasetError naming the files when one is corrupt, labels are invalid or the sizes
+            disagree (all problems of the frame together).
+        """
+        problems: list[str] = []
+
+        def attempt(read, path):
+            try:
+                return read(path)
+            except DatasetError as e:
+                problems.extend(
+                    p if p.startswith(str(path)) else f"{path}: {p}" for p in e.problems
+                )
+                return None
+
+        image = attempt(read_rgb, frame.image)
+        panoptic = attempt(lambda _: self.read_panoptic(frame), frame.label)
+        depth = attempt(read_depth_png, frame.depth) if frame.depth is not None else None
+        if image is not None:
+            for value, path in ((panoptic, frame.label), (depth, frame.depth)):
+                if value is not None and value.shape != image.shape[:2]:
+                    problems.append(
+                        f"{path}: size {value.shape[1]}x{value.shape[0]} does not match the image "
+                        f"{frame.image} of size {image.shape[1]}x{image.shape[0]}"
+                    )
+        if problems:
+            raise DatasetError(f"{self.descriptor.name} frame {frame.image.name}", problems)
+        return image, panoptic, depth
+
+
+def _token(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+# --------------------------------------------------------------------------------------------
+# Cityscapes-VPS.
+
+_VPS_IMAGE_ID = re.compile(r"^(?P<video>\d+)_(?P<frame>\d+)(_.*)?$")
+
+
+class CityscapesVpsLayout(Layout):
+    """Cityscapes-VPS (mcahny/vps) with the video panoptic ground truth of each split.
+
+    Label ids in `panoptic_video/*.png` are COCO segment ids; the JSON gives each its class and
+    crowd flag. Instance ids are made consistent per video: if every thing segment id is
+    `class * D + instance + 1` (what `vipdl.evaluation.writers` writes) that instance is kept,
+    otherwise segments are numbered 1, 2, ... per class in order of their id within the video.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        descriptor: DatasetDescriptor = descriptors.CITYSCAPES_VPS,
+        *,
+        annotation_stride: int | None = None,
+    ):
+        super().__init__(root, descriptor)
+        self.annotation_stride = annotation_stride
+        self._segments: dict[Path, dict[int, int]] = {}
+
+    def splits(self) -> tuple[str, ...]:
+        return tuple(
+            s
+            for s in ("train", "val", "test")
+            if (self.root / s / "img").is_dir()
+            and (self.root / f"panoptic_gt_{s}_city_vps.json").is_file()
+        )
+
+    def _list(self, split: str, problems: list[str]) -> list[Video]:
+        img_dir = self.root / split / "img"
+        gt_dir = self.root / split / "panoptic_video"
+        json_path = self.root / f"panoptic_gt_{split}_city_vps.json"
+        for path in (img_dir, gt_dir):
+            if not path.is_dir():
+                problems.append(f"{path}: directory missing")
+        try:
+            gt = json.loads(json_path.read_text())
+            images = {str(i["id"]): i for i in gt["images"]}
+            annotations = {str(a["image_id"]): a for a in gt["annotations"]}
+        except FileNotFoundError:
+            problems.append(f"{json_path}: file missing")
+            return []
+        except (ValueError, KeyError, TypeError) as e:
+            problems.append(f"{json_path}: not a Cityscapes-VPS ground-truth JSON ({e})")
+            return []
+        if problems:
+            return []
+        # The JSON `images` drive the listing (file names vary: leftImg8bit / newImg8bit).
+        videos: dict[str, list] = collections.defaultdict(list)
+        listed, image_ids = set(), {}
+        for image_id, info in sorted(images.items()):
+            path = img_dir / str(info.get("file_name", f"{image_id}_leftImg8bit.png"))
+            listed.add(path.name)
+            m = _VPS_IMAGE_ID.match(image_id)
+            ann = annotations.get(image_id)
+            if not m:
+                problems.append(f"{json_path}: image id {image_id!r} is not <video>_<frame>_...")
+            elif not path.is_file():
+                problems.append(f"{path}: image missing (listed in {json_path})")
+            elif ann is None:
+                problems.append(f"{path}: no annotation for image id {image_id} in {json_path}")
+            else:
+                label = gt_dir / str(ann.get("file_name", f"{image_id}_gtFine_color.png"))
+                if not label.is_file():
+                    problems.append(f"{label}: label file missing (image {path.name})")
+                    continue
+                image_ids[label] = image_id
+                videos[m["video"]].append((int(m["frame"]), path, label, None))
+        for image_id in sorted(set(annotations) - set(images)):
+            problems.append(f"{json_path}: annotation of unknown image id {image_id!r}")
+        for path in sorted(img_dir.glob("*.png")):
+            if path.name not in listed:
+                problems.append(f"{path}: image has no ground truth in {json_path}")
+        out = _check_sequence(videos, stride=self.annotation_stride, where=split, problems=problems)
+        _check_video_lengths(out, split, problems)
+        for video in out:
+            self._map_segments(video, image_ids, annotations, json_path, problems)
+        return out
+
+    def _map_segments(self, video, image_ids, annotations, json_path, problems) -> None:
+        """Maps the segment ids of each frame of `video` to panoptic values (see class doc)."""
+        d = self.descriptor.label_divisor
+        infos = {}
+        for frame in video.frames:
+            image_id = image_ids[frame.label]
+            try:
+                infos[frame.label] = [
+                    (int(s["id"]), int(s["category_id"]), int(s.get("iscrowd", 0)))
+                    for s in annotations[image_id]["segments_info"]
+                ]
+            except (KeyError, TypeError, ValueError) as e:
+                problems.append(f"{json_path}: bad segments_info of {image_id} ({e})")
+                return
+        things = {
+            (sid, cat)
+            for segs in infos.values()
+            for sid, cat, crowd in segs
+            if self.descriptor.is_thing(cat) and not crowd
+        }
+        direct = all((sid - 1) // d == cat and (sid - 1) % d > 0 for sid, cat in things)
+        rank = {}
+        if not direct:
+            per_class = collections.defaultdict(list)
+            for sid, cat in sorted(things):
+                per_class[cat].append(sid)
+            rank = {sid: k + 1 for ids in per_class.values() for k, sid in enumerate(ids)}
+        for label, segs in infos.items():
+            mapping = {}
+            for sid, cat, crowd in segs:
+                if not 0 <= cat < self.descriptor.num_classes:
+                    problems.append(
+                        f"{label}: segment {sid} has category_id {cat} outside "
+                        f"[0, {self.descriptor.num_classes}) in {json_path}"
+                    )
+                    continue
+                if not self.descriptor.is_thing(cat) or crowd:
+                    instance = 0
+                else:
+                    instance = (sid - 1) % d if direct else rank[sid]
+                if instance >= d:
+                    problems.append(f"{label}: more than {d - 1} instances of class {cat}")
+                    continue
+                mapping[sid] = cat * d + instance
+            self._segments[label] = mapping
+
+    def _read_label(self, frame: Frame) -> np.ndarray:
+        ids = labels.rgb_to_id(_read_exact_rgb(frame.label))
+        mapping = self._segments.get(frame.label)
+        if mapping is None:
+            raise DatasetError(str(frame.label), ["segments unknown; list the split first"])
+        values = np.unique(ids)
+        unknown = [int(v) for v in values if v != 0 and v not in mapping]
+        if unknown:
+            raise DatasetError(
+                str(frame.label), [f"segment ids {unknown[:10]} are not in the ground-truth JSON"]
+            )
+        lut_keys = np.array([0, *mapping.keys()], np.int64)
+        lut_vals = np.array([self.descriptor.void_label, *mapping.values()], np.int64)
+        order = np.argsort(lut_keys)
+        return lut_vals[order][np.searchsorted(lut_keys[order], ids)]
+
+
+# --------------------------------------------------------------------------------------------
+# Cityscapes-DVPS.
+
+_DVPS_FILE = re.compile(
+    r"^(?P<seq>\d+)_(?P<frame>\d+)_(?P<rest>.+)_"
+    r"(?P<kind>leftImg8bit|gtFine_instanceTrainIds|depth)\.png$"
+)
+
+
+class CityscapesDvpsLayout(Layout):
+    """Cityscapes-DVPS `video_sequence/<split>/` (ViP-DeepLab); consecutive frame tokens."""
+
+    has_depth = True
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        descriptor: DatasetDescriptor = descriptors.CITYSCAPES_DVPS,
+        *,
+        require_depth: bool = True,
+    ):
+        super().__init__(root, descriptor)
+        self.require_depth = require_depth
+
+    def splits(self) -> tuple[str, ...]:
+        base = self.root / "video_sequence"
+        return tuple(s for s in ("train", "val", "test") if (base / s).is_dir())
+
+    def _list(self, split: str, problems: list[str]) -> list[Video]:
+        base = self.root / "video_sequence" / split
+        if not base.is_dir():
+            problems.append(f"{base}: directory missing")
+            return []
+        groups: dict[tuple[str, int, str], dict[str, Path]] = collections.defaultdict(dict)
+        for path in sorted(base.iterdir()):
+            m = _DVPS_FILE.match(path.name)
+            if not m:
+                if not path.name.startswith("."):
+                    problems.append(f"{path}: unexpected file name")
+                continue
+            groups[(m["seq"], int(m["frame"]), m["rest"])][m["kind"]] = path
+        videos: dict[str, list] = collections.defaultdict(list)
+        for (seq, frame, rest), files in sorted(groups.items()):
+            stem = base / f"{seq}_{frame:06d}_{rest}_"
+            image = files.get("leftImg8bit")
+            label = files.get("gtFine_instanceTrainIds")
+            depth = files.get("depth")
+            missing = [
+                k
+                for k, v in (("leftImg8bit", image), ("gtFine_instanceTrainIds", label))
+                if v is None
+            ]
+            if self.require_depth and depth is None:
+                missing.append("depth")
+            if missing:
+                problems.append(f"{stem}*: missing {', '.join(k + '.png' for k in missing)}")
+                continue
+            videos[seq].append((frame, image, label, depth))
+        out = _check_sequence(videos, stride=1, where=split, problems=problems)
+        _check_video_lengths(out, split, problems)
+        return out
+
+    def _read_label(self, frame: Frame) -> np.ndarray:
+        return decode_dvps_label(_read_single_channel(frame.label), self.descriptor)
+
+
+# --------------------------------------------------------------------------------------------
+# KITTI-STEP / MOTChallenge-STEP.
+
+
+class StepLayout(Layout):
+    """KITTI-STEP / MOTChallenge-STEP: `images/` and `panoptic_maps/` per split and sequence."""
+
+    def __init__(
+        self, root: str | os.PathLike, descriptor: DatasetDescriptor = descriptors.KITTI_STEP
+    ):
+        super().__init__(root, descriptor)
+
+    def splits(self) -> tuple[str, ...]:
+        base = self.root / "panoptic_maps"
+        return tuple(s for s in ("train", "val", "test") if (base / s).is_dir())
+
+    def _list(self, split: str, problems: list[str]) -> list[Video]:
+        img_base = self.root / "images" / split
+        lab_base = self.root / "panoptic_maps" / split
+        for path in (img_base, lab_base):
+            if not path.is_dir():
+                problems.append(f"{path}: directory missing")
+        if problems:
+            return []
+        videos: dict[str, list] = collections.defaultdict(list)
+        sequences = sorted(
+            {p.name for p in img_base.iterdir() if p.is_dir()}
+            | {p.name for p in lab_base.iterdir() if p.is_dir()}
+        )
+        for seq in sequences:
+            images = {
+                p.stem: p
+                for p in (img_base / seq).glob("*")
+                if p.suffix.lower() in _IMAGE_SUFFIXES  # MOTChallenge-STEP ships JPEGs.
+            }
+            label_files = {p.stem: p for p in (lab_base / seq).glob("*.png")}
+            for stem in sorted(set(images) | set(label_files)):
+                image, label = images.get(stem), label_files.get(stem)
+                if image is None:
+                    problems.append(
+                        f"{label}: no matching image {img_base / seq / (stem + '.png')}"
+                    )
+                elif label is None:
+                    problems.append(
+                        f"{image}: no matching label {lab_base / seq / (stem + '.png')}"
+                    )
+                elif _token(stem) is None:
+                    problems.append(f"{image}: frame name is not a number")
+                else:
+                    videos[seq].append((int(stem), image, label, None))
+        return _check_sequence(videos, stride=1, where=split, problems=problems)
+
+    def _read_label(self, frame: Frame) -> np.ndarray:
+        rgb = _read_exact_rgb(frame.label)
+        try:
+            return labels.step_rgb_to_panoptic(rgb, self.descriptor.label_divisor)
+        except ValueError as e:
+            raise DatasetError(str(frame.label), [str(e)]) from None
+
+
+# --------------------------------------------------------------------------------------------
+# VIPSeg.
+
+
+class VipsegLayout(Layout):
+    """VIPSeg (original or the 720p conversion): split lists, `imgs|images/`, `panomasks/`.
+
+    VIPSeg frames are sub-sampled with irregular numbering, so no gap check is possible;
+    instead every image must have a mask and vice versa (the 720p conversion script is known
+    to drop frames), and every video of the split list must exist.
+    """
+
+    def __init__(self, root: str | os.PathLike, descriptor: DatasetDescriptor = descriptors.VIPSEG):
+        super().__init__(root, descriptor)
+        image_dirs = [self.root / n for n in ("images", "imgs") if (self.root / n).is_dir()]
+        self.image_dir = image_dirs[0] if image_dirs else self.root / "imgs"
+
+    def splits(self) -> tuple[str, ...]:
+        return tuple(s for s in ("train", "val", "test") if (self.root / f"{s}.txt").is_file())
+
+    def _list(self, split: str, problems: list[str]) -> list[Video]:
+        listing = self.root / f"{split}.txt"
+        mask_dir = self.root / "panomasks"
+        if not listing.is_file():
+            problems.append(f"{listing}: split list missing")
+            return []
+        for path in (self.image_dir, mask_dir):
+            if not path.is_dir():
+                problems.append(f"{path}: directory missing")
+        if problems:
+            return []
+        names = [n.strip() for n in listing.read_text().splitlines() if n.strip()]
+        out = []
+        for name in names:
+            img_video, mask_video = self.image_dir / name, mask_dir / name
+            if not img_video.is_dir() or not mask_video.is_dir():
+                problems.append(
+                    f"{img_video if not img_video.is_dir() else mask_video}: video "
+                    f"{name} listed in {listing} is missing"
+                )
+                continue
+            images = {p.stem: p for p in img_video.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES}
+            masks = {p.stem: p for p in mask_video.glob("*.png")}
+            for stem in sorted(set(images) ^ set(masks)):
+                if stem in images:
+                    problems.append(f"{images[stem]}: no matching mask in {mask_video}")
+                else:
+                    problems.append(f"{masks[stem]}: no matching image in {img_video}")
+            stems = sorted(
+                set(images) & set(masks), key=lambda s: (_token(s) is None, _token(s) or 0, s)
+            )
+            frames = tuple(
+                Frame(
+                    index=i,
+                    token=_token(s) if _token(s) is not None else i,
+                    image=images[s],
+                    label=masks[s],
+                )
+                for i, s in enumerate(stems)
+            )
+            if frames:
+                out.append(Video(name, frames))
+        return out
+
+    def _read_label(self, frame: Frame) -> np.ndarray:
+        return decode_vipseg_mask(_read_single_channel(frame.label), self.descriptor)
