@@ -1,0 +1,335 @@
+"""Video panoptic quality (VPQ) as defined by VPSNet / mcahny/vps `tools/eval_vpq.py`.
+
+For each window size n (n annotated frames, k = (n - 1) * annotation_stride raw frames) every
+run of n consecutive annotated frames of every video is scored as one panoptic "image" whose
+segments are tubes (a segment id spans the frames of its video). TP / FP / FN / IoU are summed
+over all windows and videos, PQ is computed per class and averaged over the classes that occur;
+the final VPQ is the mean over k. PQ of single images is the n = 1 case.
+
+Each frame is decoded once into a sparse (gt id, pred id) histogram; the windows are sums of
+those histograms, so memory is bounded by one frame per worker plus the per-frame histograms
+of one video.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from vipdl.evaluation import pq
+from vipdl.evaluation.readers import EvalInputError, VpsFrame, VpsSet, vps_frame_pairs
+
+
+@dataclasses.dataclass
+class VpqResult:
+    """Summed statistics per window size.
+
+    Attributes:
+      stats: window size n (annotated frames) -> PQStats over all windows and videos.
+      thing_ids, stuff_ids: the classes averaged for the _th / _st scores.
+      annotation_stride: raw frames between annotated frames (k = (n - 1) * stride).
+      num_videos: number of videos evaluated.
+    """
+
+    stats: dict[int, pq.PQStats]
+    thing_ids: tuple[int, ...]
+    stuff_ids: tuple[int, ...]
+    annotation_stride: int
+    num_videos: int
+
+    def k(self, n: int) -> int:
+        return (n - 1) * self.annotation_stride
+
+    def summary(self, prefix: str = "VPQ") -> dict:
+        """JSON-ready summary (percentages): {prefix, prefix_th, prefix_st, per_k: {...}}."""
+        classes = self.thing_ids + self.stuff_ids
+        per_k = {}
+        for n in sorted(self.stats):
+            s = self.stats[n]
+            all_, th, st = (pq.average(s, ids) for ids in (classes, self.thing_ids, self.stuff_ids))
+            per_k[str(self.k(n))] = {
+                prefix: _pct(all_["pq"]),
+                f"{prefix}_th": _pct(th["pq"]),
+                f"{prefix}_st": _pct(st["pq"]),
+                "SQ": _pct(all_["sq"]),
+                "RQ": _pct(all_["rq"]),
+                "SQ_th": _pct(th["sq"]),
+                "RQ_th": _pct(th["rq"]),
+                "SQ_st": _pct(st["sq"]),
+                "RQ_st": _pct(st["rq"]),
+                "num_classes": all_["n"],
+                "num_frames": n,
+                "per_class": pq.per_class_table(s, classes),
+            }
+        out = {}
+        for key in (prefix, f"{prefix}_th", f"{prefix}_st"):
+            values = [v[key] for v in per_k.values()]
+            out[key] = None if not values or None in values else float(np.mean(values))
+        out["per_k"] = per_k
+        return out
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100.0 * x
+
+
+def check_window_sizes(window_sizes: Sequence[int]) -> tuple[int, ...]:
+    sizes = tuple(sorted(set(int(n) for n in window_sizes)))
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"window sizes must be >= 1, got {list(window_sizes)}")
+    return sizes
+
+
+def windows_stats(
+    frames: Sequence[pq.PairCounts],
+    gt_table: pq.SegmentTable,
+    pred_table: pq.SegmentTable,
+    num_classes: int,
+    window_sizes: Sequence[int],
+) -> dict[int, pq.PQStats]:
+    """Sums match statistics over all windows of each size of one video.
+
+    Args:
+      frames: per-frame pair histograms of one video, in frame order.
+      gt_table, pred_table: the video's segment tables.
+      num_classes: size of the per-class arrays.
+      window_sizes: window lengths n in frames; videos shorter than n contribute nothing.
+    """
+    out = {}
+    for n in window_sizes:
+        stats = pq.PQStats.zeros(num_classes)
+        for start in range(len(frames) - n + 1):
+            tube = pq.merge_pair_counts(frames[start : start + n])
+            stats += pq.match_pairs(tube, gt_table, pred_table, num_classes)
+        out[n] = stats
+    return out
+
+
+# --- Cityscapes-VPS files -----------------------------------------------------------------
+
+
+def _vps_tables(frames: Sequence[VpsFrame]) -> tuple[pq.SegmentTable, pq.SegmentTable]:
+    """Segment tables of one video; a segment id must mean the same thing in every frame."""
+    gt_cat: dict[int, int] = {0: -1}
+    gt_flag: dict[int, int] = {0: pq.VOID}
+    gt_first: dict[int, str] = {}
+    pred_cat: dict[int, int] = {}
+    pred_first: dict[int, str] = {}
+    for f in frames:
+        for sid, (cat, crowd, _) in f.gt_segments.items():
+            flag = pq.CROWD if crowd else pq.NORMAL
+            if sid in gt_cat and (gt_cat[sid], gt_flag[sid]) != (cat, flag):
+                raise EvalInputError(
+                    f"GT JSON: segment {sid} of video {f.video} is (category {cat}, iscrowd "
+                    f"{crowd}) in {f.image_id!r} but (category {gt_cat[sid]}, iscrowd "
+                    f"{int(gt_flag[sid] == pq.CROWD)}) in {gt_first[sid]!r}"
+                )
+            gt_cat[sid], gt_flag[sid] = cat, flag
+            gt_first.setdefault(sid, f.image_id)
+        for sid, cat in f.pred_segments.items():
+            if pred_cat.get(sid, cat) != cat:
+                raise EvalInputError(
+                    f"pred.json: segment {sid} of video {f.video} has category {cat} in "
+                    f"{f.image_id!r} but {pred_cat[sid]} in {pred_first[sid]!r}; a segment id "
+                    "must keep its category within a video"
+                )
+            pred_cat[sid] = cat
+            pred_first.setdefault(sid, f.image_id)
+    return pq.SegmentTable.from_mapping(gt_cat, gt_flag), pq.SegmentTable.from_mapping(pred_cat)
+
+
+def _vps_video(args: tuple[tuple[VpsFrame, ...], int, tuple[int, ...]]):
+    frames, num_classes, window_sizes = args
+    gt_table, pred_table = _vps_tables(frames)
+    pairs = [vps_frame_pairs(f) for f in frames]
+    return windows_stats(pairs, gt_table, pred_table, num_classes, window_sizes)
+
+
+def map_videos(
+    fn: Callable, tasks: Sequence, *, workers: int = 1, progress: bool = False, desc: str = ""
+) -> list:
+    """`[fn(t) for t in tasks]`, in order, optionally over a process pool with a progress bar."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), desc=desc, unit="video")
+    results = []
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for t in tasks:
+                results.append(fn(t))
+                if bar is not None:
+                    bar.update()
+        else:
+            ctx = multiprocessing.get_context("spawn")  # Safe with threads (JAX, TF) loaded.
+            with ctx.Pool(min(workers, len(tasks))) as pool:
+                for r in pool.imap(fn, tasks):
+                    results.append(r)
+                    if bar is not None:
+                        bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def evaluate_vps(
+    dataset: VpsSet,
+    *,
+    window_sizes: Sequence[int] = (1, 2, 3, 4),
+    annotation_stride: int = 5,
+    workers: int = 1,
+    progress: bool = False,
+) -> VpqResult:
+    """VPQ of a Cityscapes-VPS prediction folder (see `readers.read_vps`).
+
+    Args:
+      dataset: the validated ground truth + predictions.
+      window_sizes: window lengths in annotated frames (k = (n - 1) * annotation_stride).
+      annotation_stride: raw frames between annotated frames (5 for Cityscapes-VPS).
+      workers: processes over videos.
+      progress: show a progress bar on stderr.
+    """
+    sizes = check_window_sizes(window_sizes)
+    num_classes = max(dataset.categories) + 1
+    tasks = [(frames, num_classes, sizes) for frames in dataset.videos.values()]
+    per_video = map_videos(_vps_video, tasks, workers=workers, progress=progress, desc="VPQ")
+    return VpqResult(
+        stats=_sum(per_video, sizes, num_classes),
+        thing_ids=dataset.thing_ids,
+        stuff_ids=dataset.stuff_ids,
+        annotation_stride=annotation_stride,
+        num_videos=len(tasks),
+    )
+
+
+def _sum(per_video: Iterable[Mapping[int, pq.PQStats]], sizes, num_classes) -> dict:
+    total = {n: pq.PQStats.zeros(num_classes) for n in sizes}
+    for video in per_video:
+        for n, s in video.items():
+            total[n] += s
+    return total
+
+
+# --- In-memory label maps -----------------------------------------------------------------
+
+
+def panoptic_to_keys(panoptic: np.ndarray, *, label_divisor: int, ignore_label: int) -> np.ndarray:
+    """int [h, w] `semantic * D + instance` -> int64 segment keys, 0 = void, else value + 1."""
+    panoptic = np.asarray(panoptic).astype(np.int64)
+    return np.where(panoptic // label_divisor == ignore_label, 0, panoptic + 1)
+
+
+def video_stats_from_arrays(
+    gt: Sequence[np.ndarray],
+    pred: Sequence[np.ndarray],
+    *,
+    num_classes: int,
+    thing_ids: Sequence[int],
+    label_divisor: int,
+    ignore_label: int,
+    window_sizes: Sequence[int] = (1, 2, 3, 4),
+) -> dict[int, pq.PQStats]:
+    """VPQ statistics of one video given as in-memory panoptic maps.
+
+    Args:
+      gt, pred: per-frame int [height, width] maps, `semantic * label_divisor + instance`;
+        void = semantic `ignore_label` (in the prediction too); crowd = thing class with
+        instance 0 in the ground truth. A (class, instance) pair is one tube across frames.
+      num_classes, thing_ids, label_divisor, ignore_label: the label convention.
+      window_sizes: window lengths in frames.
+
+    Returns:
+      window size -> PQStats summed over the windows of this video.
+    """
+    if len(gt) != len(pred):
+        raise ValueError(f"{len(gt)} ground-truth frames but {len(pred)} predicted frames")
+    things = set(int(t) for t in thing_ids)
+    frames, gt_cat, gt_flag, pred_cat = [], {0: -1}, {0: pq.VOID}, {}
+    for i, (g, p) in enumerate(zip(gt, pred)):
+        gk = panoptic_to_keys(g, label_divisor=label_divisor, ignore_label=ignore_label)
+        pk = panoptic_to_keys(p, label_divisor=label_divisor, ignore_label=ignore_label)
+        if gk.shape != pk.shape:
+            raise ValueError(f"frame {i}: gt shape {gk.shape} != prediction shape {pk.shape}")
+        pairs = pq.pair_counts(gk, pk)
+        for key in np.unique(pairs.gt[pairs.gt > 0]).tolist():
+            cat, inst = divmod(key - 1, label_divisor)
+            _check_class(cat, num_classes, f"ground truth frame {i}")
+            gt_cat[key] = cat
+            gt_flag[key] = pq.CROWD if (cat in things and inst == 0) else pq.NORMAL
+        for key in np.unique(pairs.pred[pairs.pred > 0]).tolist():
+            cat = (key - 1) // label_divisor
+            _check_class(cat, num_classes, f"prediction frame {i}")
+            pred_cat[key] = cat
+        frames.append(pairs)
+    tables = pq.SegmentTable.from_mapping(gt_cat, gt_flag), pq.SegmentTable.from_mapping(pred_cat)
+    return windows_stats(frames, *tables, num_classes, check_window_sizes(window_sizes))
+
+
+def _check_class(cat: int, num_classes: int, where: str) -> None:
+    if not 0 <= cat < num_classes:
+        raise ValueError(f"{where}: class {cat} outside [0, {num_classes}) and not void")
+
+
+def evaluate_arrays(
+    videos: Iterable[tuple[Sequence[np.ndarray], Sequence[np.ndarray]]],
+    *,
+    num_classes: int,
+    thing_ids: Sequence[int],
+    label_divisor: int,
+    ignore_label: int,
+    window_sizes: Sequence[int] = (1, 2, 3, 4),
+    annotation_stride: int = 1,
+) -> VpqResult:
+    """VPQ over videos given as (gt frames, predicted frames) in memory.
+
+    PQ of single images is `window_sizes=(1,)` (each image may be its own one-frame video).
+    """
+    sizes = check_window_sizes(window_sizes)
+    per_video, count = [], 0
+    for gt, pred in videos:
+        per_video.append(
+            video_stats_from_arrays(
+                gt,
+                pred,
+                num_classes=num_classes,
+                thing_ids=thing_ids,
+                label_divisor=label_divisor,
+                ignore_label=ignore_label,
+                window_sizes=sizes,
+            )
+        )
+        count += 1
+    things = tuple(sorted(set(int(t) for t in thing_ids)))
+    return VpqResult(
+        stats=_sum(per_video, sizes, num_classes),
+        thing_ids=things,
+        stuff_ids=tuple(c for c in range(num_classes) if c not in things),
+        annotation_stride=annotation_stride,
+        num_videos=count,
+    )
+
+
+def panoptic_quality(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    *,
+    num_classes: int,
+    thing_ids: Sequence[int],
+    label_divisor: int,
+    ignore_label: int,
+) -> dict:
+    """PQ of a single image pair (the k = 0 case). Returns the `VpqResult.summary("PQ")` dict."""
+    result = evaluate_arrays(
+        [([gt], [pred])],
+        num_classes=num_classes,
+        thing_ids=thing_ids,
+        label_divisor=label_divisor,
+        ignore_label=ignore_label,
+        window_sizes=(1,),
+    )
+    return result.summary("PQ")
