@@ -1,0 +1,428 @@
+"""Orbax checkpoints of training runs, and loading weights from them.
+
+Layout: `<workdir>/checkpoints/<step>/` holds three Orbax items written together, atomically and
+asynchronously:
+
+* `state`: `{"model": pure dict of nnx.state(model), "optimizer": pure dict of
+  nnx.state(optimizer)}` (typed PRNG keys stored as their uint32 key data);
+* `data_iter`: the grain iterator state of every process (`process_<i>-of-<n>.json`), so a resumed
+  run continues on the exact next batch;
+* `metrics`: the eval metrics of that step, when it was evaluated (drives keep-best).
+
+Retention keeps the `keep` newest checkpoints plus the one with the best `eval/vpq`.
+`<workdir>/config.json` is the run's configuration (`save_config` / `load_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+STATE = "state"
+DATA_ITER = "data_iter"
+BEST_METRIC = "eval/vpq"
+CONFIG_FILE = "config.json"
+CHECKPOINT_SUBDIR = "checkpoints"
+
+Path = tuple[str, ...]
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), CHECKPOINT_SUBDIR)
+
+
+def create_manager(
+    directory: str,
+    *,
+    keep: int,
+    best_metric: str | None = BEST_METRIC,
+    async_save: bool = True,
+    read_only: bool = False,
+) -> ocp.CheckpointManager:
+    """A CheckpointManager keeping the `keep` latest steps plus the best by `best_metric`.
+
+    Args:
+      directory: checkpoint directory (created unless `read_only`).
+      keep: number of most recent checkpoints to keep (>= 1).
+      best_metric: metric name (higher is better) whose best checkpoint is also kept; None keeps
+        only the latest ones.
+      async_save: write in a background thread (the train loop continues meanwhile).
+      read_only: open an existing directory for restoring only.
+    """
+    if keep < 1:
+        raise ValueError(f"train.keep_checkpoints must be >= 1, got {keep}")
+    policies: list[pp.PreservationPolicy] = [pp.LatestN(keep)]
+    best_fn = None
+    if best_metric is not None:
+
+        def best_fn(metrics: dict[str, float]) -> float:
+            return float(metrics[best_metric])
+
+        policies.append(
+            pp.BestN(get_metric_fn=best_fn, n=1, keep_checkpoints_without_metrics=False)
+        )
+    options = ocp.CheckpointManagerOptions(
+        # best_fn makes the manager persist the metrics item and answer best_step().
+        best_fn=best_fn,
+        best_mode="max",
+        preservation_policy=pp.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=async_save,
+        create=not read_only,
+        read_only=read_only,
+        cleanup_tmp_directories=not read_only,
+    )
+    return ocp.CheckpointManager(directory, options=options, handler_registry=_handler_registry())
+
+
+# Orbax splits each replicated array among its replicas so they write in parallel; every split
+# compiles a slice per (shape, device), which dominates small-model saves (and CPU tests with
+# fake devices). Only arrays whose per-replica slice is at least this large are split.
+_MIN_REPLICA_PARALLEL_BYTES = 8 << 20
+
+
+def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    th = ocp.type_handlers
+    types = th.create_type_handler_registry(
+        (int, th.ScalarHandler()),
+        (float, th.ScalarHandler()),
+        (bytes, th.ScalarHandler()),
+        (np.number, th.ScalarHandler()),
+        (np.ndarray, th.NumpyHandler()),
+        (str, th.StringHandler()),
+        (
+            jax.Array,
+            th.ArrayHandler(min_slice_bytes_for_replica_parallel=_MIN_REPLICA_PARALLEL_BYTES),
+        ),
+    )
+    state_handler = ocp.PyTreeCheckpointHandler(type_handler_registry=types)
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    registry.add(STATE, ocp.args.PyTreeSave, state_handler)
+    registry.add(STATE, ocp.args.PyTreeRestore, state_handler)
+    iterator_handler = grain.checkpoint.CheckpointHandler()
+    registry.add(DATA_ITER, grain.checkpoint.CheckpointSave, iterator_handler)
+    registry.add(DATA_ITER, grain.checkpoint.CheckpointRestore, iterator_handler)
+    return registry
+
+
+# --- train state <-> saveable trees --------------------------------------------------------
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_saveable(tree):
+    """Typed PRNG keys -> uint32 key data (Orbax stores plain arrays only)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def train_state_tree(model: nnx.Module, optimizer: nnx.Optimizer) -> dict:
+    """The `state` item: pure dicts of the model and optimizer state (keys as key data)."""
+    return {
+        "model": _to_saveable(nnx.to_pure_dict(nnx.state(model))),
+        "optimizer": _to_saveable(nnx.to_pure_dict(nnx.state(optimizer))),
+    }
+
+
+def _abstract(tree):
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+        tree,
+    )
+
+
+def _load_into(obj, restored: dict) -> None:
+    """Writes a restored pure dict into `obj`'s state, re-wrapping PRNG key data."""
+    state = nnx.state(obj)
+    current = nnx.to_pure_dict(state)
+    values = jax.tree.map(
+        lambda cur, new: (
+            jax.random.wrap_key_data(new, impl=jax.random.key_impl(cur)) if _is_key(cur) else new
+        ),
+        current,
+        restored,
+    )
+    nnx.replace_by_pure_dict(state, values)
+    nnx.update(obj, state)
+
+
+def save_checkpoint(
+    manager: ocp.CheckpointManager,
+    step: int,
+    model: nnx.Module,
+    optimizer: nnx.Optimizer,
+    data_iter: Any,
+    *,
+    metrics: dict[str, float] | None = None,
+    force: bool = False,
+) -> bool:
+    """Starts an (async) save of model, optimizer and iterator state at `step`.
+
+    `data_iter` must be a grain iterator (DatasetIterator or DataLoader iterator); its state is
+    read now, so the checkpoint describes the iterator exactly after the batches of `step`.
+    Returns whether a save was started.
+    """
+    args = ocp.args.Composite(
+        **{
+            STATE: ocp.args.PyTreeSave(train_state_tree(model, optimizer)),
+            DATA_ITER: grain.checkpoint.CheckpointSave(data_iter),
+        }
+    )
+    return manager.save(step, args=args, metrics=metrics, force=force)
+
+
+def restore_checkpoint(
+    manager: ocp.CheckpointManager,
+    step: int,
+    model: nnx.Module,
+    optimizer: nnx.Optimizer,
+    data_iter: Any,
+) -> None:
+    """Restores `step` into `model`, `optimizer` (in place, keeping their shardings) and `data_iter`."""
+    target = _abstract(train_state_tree(model, optimizer))
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            **{
+                STATE: ocp.args.PyTreeRestore(
+                    target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
+                ),
+                DATA_ITER: grain.checkpoint.CheckpointRestore(data_iter),
+            }
+        ),
+    )
+    _load_into(model, restored[STATE]["model"])
+    _load_into(optimizer, restored[STATE]["optimizer"])
+
+
+# --- weights from another run ----------------------------------------------------------------
+
+
+def _flatten(tree: dict, prefix: Path = ()) -> dict[Path, Any]:
+    out: dict[Path, Any] = {}
+    for k, v in tree.items():
+        path = (*prefix, str(k))
+        if isinstance(v, dict):
+            out.update(_flatten(v, path))
+        else:
+            out[path] = v
+    return out
+
+
+def _subset(tree: dict, keep: set[Path], prefix: Path = ()) -> dict:
+    """The nested sub-dict of `tree` with only the leaves in `keep` (original key types)."""
+    out = {}
+    for k, v in tree.items():
+        path = (*prefix, str(k))
+        if isinstance(v, dict):
+            sub = _subset(v, keep, path)
+            if sub:
+                out[k] = sub
+        elif path in keep:
+            out[k] = v
+    return out
+
+
+def _merge_into(tree: dict, new: dict) -> dict:
+    out = dict(tree)
+    for k, v in new.items():
+        out[k] = _merge_into(tree[k], v) if isinstance(v, dict) else v
+    return out
+
+
+def _join(path: Iterable[str]) -> str:
+    return "/".join(path)
+
+
+def resolve_step_dir(path: str, which: Literal["latest", "best"] = "latest") -> str:
+    """The step directory meant by `path`: a workdir, its checkpoint dir, or a step dir."""
+    if which not in ("latest", "best"):
+        raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(os.path.join(path, STATE)):
+        return path
+    directory = path
+    if os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
+        directory = os.path.join(path, CHECKPOINT_SUBDIR)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"checkpoint path {path} does not exist")
+    manager = create_manager(directory, keep=1, read_only=True)
+    try:
+        latest = manager.latest_step()
+        step = latest if which == "latest" else manager.best_step()
+        if which == "best" and latest is not None and (step is None or not manager.metrics(step)):
+            raise ValueError(
+                f"no checkpoint in {directory} carries eval metrics, so there is no 'best' one; "
+                "use which='latest'"
+            )
+    finally:
+        manager.close()
+    if step is None:
+        raise FileNotFoundError(f"no finished checkpoint in {directory}")
+    return os.path.join(directory, str(step))
+
+
+def _checkpoint_model_shapes(step_dir: str) -> dict[Path, tuple[tuple[int, ...], Any]]:
+    state_dir = os.path.join(step_dir, STATE)
+    if not os.path.isdir(state_dir):
+        raise FileNotFoundError(f"{step_dir} is not a vipdl checkpoint (no '{STATE}' item)")
+    metadata = ocp.PyTreeCheckpointer().metadata(state_dir)
+    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata.tree
+    if "model" not in tree:
+        raise ValueError(f"{state_dir}: no 'model' entry; found {sorted(tree)}")
+    return {p: (tuple(m.shape), m.dtype) for p, m in _flatten(tree["model"]).items()}
+
+
+def _restore_model_subset(model: nnx.Module, step_dir: str, paths: set[Path], filt) -> None:
+    state = nnx.state(model, filt)
+    pure = _to_saveable(nnx.to_pure_dict(state))
+    target = _abstract(_subset(pure, paths))
+    restored = ocp.PyTreeCheckpointer().restore(
+        os.path.join(step_dir, STATE),
+        args=ocp.args.PyTreeRestore(
+            item={"model": target},
+            restore_args=ocp.checkpoint_utils.construct_restore_args({"model": target}),
+            partial_restore=True,
+        ),
+    )
+    nnx.replace_by_pure_dict(state, _merge_into(pure, restored["model"]))
+    nnx.update(model, state)
+
+
+# Parameters and BatchNorm statistics; RNG streams and counters stay the model's own.
+_WEIGHTS = (nnx.Param, nnx.BatchStat)
+
+
+def restore_model_weights(
+    model: nnx.Module, path: str, *, which: Literal["latest", "best"] = "latest"
+) -> list[str]:
+    """Fills `model`'s parameters and BatchNorm statistics from a checkpoint, strictly.
+
+    Args:
+      model: the model to fill (its arrays keep their current shardings/devices).
+      path: a workdir, its `checkpoints` directory, or one step directory.
+      which: the latest step or the best one by eval VPQ (when `path` is not a step dir).
+
+    Returns:
+      The restored parameter paths ("a/b/kernel"), sorted.
+
+    Raises:
+      ValueError: listing every missing path and every shape mismatch (expected vs found) when
+        the checkpoint does not fit the model.
+    """
+    step_dir = resolve_step_dir(path, which)
+    found = _checkpoint_model_shapes(step_dir)
+    wanted = _flatten(nnx.to_pure_dict(nnx.state(model, _WEIGHTS)))
+    problems = []
+    for p, value in sorted(wanted.items()):
+        if p not in found:
+            problems.append(f"  {_join(p)}: expected {tuple(value.shape)}, missing in checkpoint")
+        elif found[p][0] != tuple(value.shape):
+            problems.append(f"  {_join(p)}: expected {tuple(value.shape)}, found {found[p][0]}")
+    if problems:
+        raise ValueError(
+            f"checkpoint {step_dir} does not fit the model ({len(problems)} problems):\n"
+            + "\n".join(problems)
+        )
+    _restore_model_subset(model, step_dir, set(wanted), _WEIGHTS)
+    return sorted(_join(p) for p in wanted)
+
+
+def warm_start(
+    model: nnx.Module, path: str, *, which: Literal["latest", "best"] = "latest"
+) -> tuple[list[str], list[str]]:
+    """Partial restore: copies every parameter/statistic whose path and shape match.
+
+    Used to initialise ViP-DeepLab from a Panoptic-DeepLab run: the encoder, semantic and
+    instance branches are restored, the next-frame branch and depth head keep their fresh
+    initialisation (as deeplab2's `train_lib` does).
+
+    Returns:
+      `(restored, initialised)` sorted path lists; `initialised` entries whose path exists with
+      another shape carry a note "(checkpoint shape ...)".
+    """
+    step_dir = resolve_step_dir(path, which)
+    found = _checkpoint_model_shapes(step_dir)
+    wanted = _flatten(nnx.to_pure_dict(nnx.state(model, _WEIGHTS)))
+    restore, initialised = set(), []
+    for p, value in sorted(wanted.items()):
+        if p in found and found[p][0] == tuple(value.shape):
+            restore.add(p)
+        elif p in found:
+            initialised.append(f"{_join(p)} (checkpoint shape {found[p][0]})")
+        else:
+            initialised.append(_join(p))
+    if not restore:
+        raise ValueError(
+            f"warm start: no parameter of the model matches {step_dir} (check init.checkpoint)"
+        )
+    _restore_model_subset(model, step_dir, restore, _WEIGHTS)
+    return sorted(_join(p) for p in restore), initialised
+
+
+# --- configs ----------------------------------------------------------------------------------
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes `<workdir>/config.json` atomically (temp file + rename); returns its path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".config.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _tuples(value):
+    # JSON has no tuples; the configs use tuples for sizes and rates.
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The configuration a run saved in `<workdir>/config.json` (lists read back as tuples)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found; is {workdir} a vipdl training workdir?")
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: invalid JSON ({e})") from None
+    return ml_collections.ConfigDict(_tuples(data))
+
+
+def log_restore_report(restored: list[str], initialised: list[str], source: str) -> str:
+    """A human-readable warm-start report (also logged)."""
+    lines = [
+        f"Warm start from {source}: {len(restored)} arrays restored, "
+        f"{len(initialised)} freshly initialised."
+    ]
+    lines += ["  restored:    " + p for p in restored]
+    lines += ["  initialised: " + p for p in initialised]
+    text = "\n".join(lines)
+    logging.info("%s", text)
+    return text
