@@ -13,6 +13,7 @@ with `--coordinator_address`, `--num_processes` and `--process_id`.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from absl import flags
@@ -87,10 +88,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from vipdl import trainer
 
     logging.getLogger().setLevel(logging.INFO)
+    # Orbax and TFDS narrate every checkpoint commit and dataset open at INFO; keep the console
+    # readable (our own progress lines stay) unless the user asks for everything.
+    if not os.environ.get("VIPDL_VERBOSE"):
+        logging.getLogger("absl").addFilter(_quiet_library_info)
     metrics = trainer.train_and_evaluate(config, fv.workdir)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
     print(f"final: {summary}", flush=True)
     return metrics
+
+
+def _quiet_library_info(record: logging.LogRecord) -> bool:
+    noisy = ("/orbax/", "/tensorflow_datasets/", "/etils/")
+    return record.levelno >= logging.WARNING or not any(n in record.pathname for n in noisy)
 
 
 if __name__ == "__main__":
