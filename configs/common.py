@@ -67,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.synthetic.height = 128
     c.data.synthetic.width = 256
     c.data.synthetic.num_frames = 6
+    c.data.synthetic.object_scale = 1.0  # SyntheticConfig.object_scale (< 1: smaller objects).
+    c.data.synthetic.annotation_stride = 1  # Raw frames between annotated frames.
     c.data.synthetic.num_train_videos = 64
     c.data.synthetic.num_eval_videos = 8
     c.data.synthetic.seed = 0
@@ -144,6 +146,7 @@ def shrink_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
     c.data.synthetic.height = 64
     c.data.synthetic.width = 96
     c.data.synthetic.num_frames = 3
+    c.data.synthetic.annotation_stride = 1
     c.data.synthetic.num_train_videos = 4
     c.data.synthetic.num_eval_videos = 1
     c.data.crop_size_hw = (33, 65)

@@ -8,6 +8,10 @@ polluted by each other) and assembles the page.
   python scripts/benchmark.py                 # full runs (tens of minutes on a 2-core CPU)
   python scripts/benchmark.py --quick         # small sizes, a few minutes
   python scripts/benchmark.py --only eval,data --print   # a subset, printed instead of written
+  python scripts/benchmark.py --only learning   # rerun a subset, replace its sections in the page
+
+Each section is written between `<!-- benchmark: NAME -->` / `<!-- /benchmark: NAME -->` markers
+so a subset can be rerun and replaced in place; the other sections keep their last results.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"{proc.stderr[-3000:]}\n```\n")
         else:
             sections.append(proc.stdout.strip() + "\n")
+        sections[-1] = _marked(name, sections[-1])
         print(f"   {name} took {took:.0f} s", file=sys.stderr, flush=True)
 
     mode = "--quick " if args.quick else (f"--quick-for {args.quick_for} " if args.quick_for else "")
@@ -87,10 +92,31 @@ def main(argv: list[str] | None = None) -> int:
     page = header + "\n" + "\n".join(sections)
     if args.print:
         print(page)
-    else:
-        Path(args.out).write_text(page)
-        print(f"wrote {args.out}", file=sys.stderr)
+        return 1 if failures else 0
+    out = Path(args.out)
+    if args.only and out.is_file():
+        page = _replace_sections(out.read_text(), dict(zip(names, sections)))
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page)
+    tmp.replace(out)  # A crash mid-write never leaves a truncated page.
+    print(f"wrote {out}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _marked(name: str, text: str) -> str:
+    return f"<!-- benchmark: {name} -->\n{text.strip()}\n<!-- /benchmark: {name} -->\n"
+
+
+def _replace_sections(page: str, new: dict[str, str]) -> str:
+    """`page` with the marked sections of `new` replaced (appended when absent)."""
+    for name, text in new.items():
+        start, end = f"<!-- benchmark: {name} -->", f"<!-- /benchmark: {name} -->"
+        i, j = page.find(start), page.find(end)
+        if i >= 0 and j > i:
+            page = page[:i] + text.strip() + page[j + len(end):]
+        else:
+            page = page.rstrip() + "\n\n" + text
+    return page
 
 
 if __name__ == "__main__":

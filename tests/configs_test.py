@@ -7,6 +7,7 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -144,8 +145,11 @@ def test_synthetic_runlocal_pipeline_yields_training_batches():
     )
     batch = next(mesh_free_iter)
     assert batch[keys.GT_IMAGE].shape == (config.data.batch_size, 33, 65, 6)
+    # Train and eval videos come from disjoint per-split seed streams.
     eval_source = trainer.create_source(config, config.data.eval_split)
-    assert eval_source.seed != trainer.create_source(config, "train").seed
+    train_source = trainer.create_source(config, config.data.train_split)
+    assert eval_source.split != train_source.split
+    assert not np.array_equal(eval_source.video(0).frames, train_source.video(0).frames)
 
 
 def test_parse_arg():
@@ -194,3 +198,21 @@ def test_cli_reports_typos_and_exits(capsys):
     assert 'Did you mean "learning_rate"' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_cli.main(["vipdl-train", f"--config={synthetic_py}"])  # No --workdir.
+
+
+def test_synthetic_world_follows_the_config_and_old_saved_configs():
+    config = _load(os.path.join(REPO, "configs", "synthetic.py")).get_config()
+    world = trainer.synthetic_world(config)
+    s = config.data.synthetic
+    assert (world.height, world.width, world.num_frames) == (s.height, s.width, s.num_frames)
+    assert world.object_scale == s.object_scale
+    assert world.annotation_stride == s.annotation_stride
+    # A config.json written before these fields existed still loads (world defaults).
+    old = ml_collections.ConfigDict(config.to_dict())
+    del old.data.synthetic["object_scale"], old.data.synthetic["annotation_stride"]
+    assert trainer.synthetic_world(old).object_scale == 1.0
+    assert trainer.synthetic_world(old).annotation_stride == 1
+    config.data.synthetic.annotation_stride = 3
+    config.data.synthetic.num_frames = 6
+    source = trainer.create_source(config, "val")
+    assert source.config.annotated_frames == (2, 5) and len(source) == s.num_eval_videos

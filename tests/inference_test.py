@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from vipdl import keys, video_io
+from vipdl import keys, video_io, visualize
 from vipdl.cli import predict_video
 from vipdl.data.descriptors import SYNTHETIC
 from vipdl.data.labels import rgb_to_id, step_rgb_to_panoptic
@@ -364,6 +364,7 @@ def test_run_prediction_writes_all_layouts(oracle, clip, tmp_path):
         depth=True,
         overlay=out / "overlay.gif",
         video_id="clip",
+        sheet_frames=4,
     )
     predictor = _predictor(oracle)
     summary = predict_video.run_prediction(predictor, folder, outputs, progress=False)
@@ -385,7 +386,14 @@ def test_run_prediction_writes_all_layouts(oracle, clip, tmp_path):
     folder_name = next(k for k, v in tracks.items() if v is car)
     mask = np.asarray(Image.open(out / "masks" / folder_name / "000002.png"))
     np.testing.assert_array_equal(mask == 255, want[2] == car["panoptic_id"])
-    assert len(list(video_io.read_frames(out / "overlay.gif"))) == len(clip)
+    overlays = list(video_io.read_frames(out / "overlay.gif"))
+    assert len(overlays) == len(clip)
+    sheet = np.asarray(Image.open(out / "overlay_frames.png"))
+    h, w = frames[0].shape[:2]
+    assert sheet.shape == (2 * h + 2, 3 * w + 4, 3)  # 4 frames, 3 per row, 2-pixel gaps.
+    np.testing.assert_array_equal(
+        sheet[h + 2:, :w], visualize.overlay(frames[3], want[3], descriptor=SYNTHETIC)
+    )
     assert json.loads((out / "summary.json").read_text())["frames"] == len(clip)
 
 
@@ -453,6 +461,9 @@ def test_cli_predict_video_on_image_folder(tiny_run, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert predict_video.main(argv + ["--overwrite", "--step", "--tracker", "iou"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["step", "summary.json"]
+    assert predict_video.main(argv + ["--overwrite", "--sheet", "-1"]) == 1
+    assert "--sheet must be >= 0" in capsys.readouterr().err
+    assert (out / "step").is_dir()  # The refused run kept the previous results.
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     assert (
@@ -469,8 +480,12 @@ def test_checkpoint_that_does_not_match_the_config(tiny_run):
     workdir, config = tiny_run
     other = config.copy_and_resolve_references()
     other.model.aspp_channels = config.model.aspp_channels + 4
-    with pytest.raises(ValueError, match=r"aspp.*expected"):
+    with pytest.raises(ValueError, match=r"aspp.*expected") as error:
         VideoPredictor.from_checkpoint(other, workdir)
+    # One changed width breaks many arrays; the message names the first few and counts the rest.
+    message = str(error.value)
+    assert "another model config" in message
+    assert len(message.splitlines()) <= 10 and "more" in message.splitlines()[-1]
     with pytest.raises(ValueError, match="checkpoint"):
         VideoPredictor.from_checkpoint(config)
 

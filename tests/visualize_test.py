@@ -106,3 +106,17 @@ def test_depth_to_rgb():
     assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb[0, 2], rgb[0, 3])  # Clipped at max_depth.
     assert (rgb[0, 0] != rgb[0, 2]).any()
+
+
+def test_contact_sheet_tiles_frames_in_rows():
+    frames = [np.full((4, 5, 3), 10 * (i + 1), np.uint8) for i in range(5)]
+    sheet = visualize.contact_sheet(frames, columns=3, gap=1)
+    assert sheet.shape == (2 * 4 + 1, 3 * 5 + 2, 3) and sheet.dtype == np.uint8
+    np.testing.assert_array_equal(sheet[:4, :5], frames[0])
+    np.testing.assert_array_equal(sheet[5:9, 6:11], frames[4])  # Row 2, column 2.
+    assert (sheet[4] == 255).all() and (sheet[5:, 12:] == 255).all()  # Gap and empty cell.
+    assert visualize.contact_sheet(frames[:2], columns=3).shape == (4, 12, 3)
+    with pytest.raises(ValueError, match="at least one frame"):
+        visualize.contact_sheet([])
+    with pytest.raises(ValueError, match="frame 1 is"):
+        visualize.contact_sheet([frames[0], np.zeros((4, 6, 3), np.uint8)])

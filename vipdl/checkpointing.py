@@ -303,6 +303,7 @@ def _restore_model_subset(model: nnx.Module, step_dir: str, paths: set[Path], fi
 
 
 # Parameters and BatchNorm statistics; RNG streams and counters stay the model's own.
+_MAX_LISTED = 8
 _WEIGHTS = (nnx.Param, nnx.BatchStat)
 
 
@@ -320,8 +321,8 @@ def restore_model_weights(
       The restored parameter paths ("a/b/kernel"), sorted.
 
     Raises:
-      ValueError: listing every missing path and every shape mismatch (expected vs found) when
-        the checkpoint does not fit the model.
+      ValueError: naming the first missing paths and shape mismatches (expected vs found) and
+        how many there are in all, when the checkpoint does not fit the model.
     """
     step_dir = resolve_step_dir(path, which)
     found = _checkpoint_model_shapes(step_dir)
@@ -333,9 +334,16 @@ def restore_model_weights(
         elif found[p][0] != tuple(value.shape):
             problems.append(f"  {_join(p)}: expected {tuple(value.shape)}, found {found[p][0]}")
     if problems:
+        # One changed width breaks every parameter after it; the first few lines show the cause.
+        shown = problems[:_MAX_LISTED]
+        if len(problems) > _MAX_LISTED:
+            shown.append(f"  ... and {len(problems) - _MAX_LISTED} more")
+        extra = len(set(found) - set(wanted))
+        hint = f"; the checkpoint also has {extra} arrays the model does not" if extra else ""
         raise ValueError(
-            f"checkpoint {step_dir} does not fit the model ({len(problems)} problems):\n"
-            + "\n".join(problems)
+            f"checkpoint {step_dir} does not fit the model ({len(problems)} of {len(wanted)} "
+            f"arrays differ{hint}). Was it trained with another model config?\n"
+            + "\n".join(shown)
         )
     _restore_model_subset(model, step_dir, set(wanted), _WEIGHTS)
     return sorted(_join(p) for p in wanted)

@@ -109,6 +109,21 @@ def create_model(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> nnx.Mo
     return cls(get_descriptor(config).num_classes, rngs=rngs, **model_kwargs(config))
 
 
+def synthetic_world(config: ml_collections.ConfigDict):
+    """The `vipdl.data.synthetic.SyntheticConfig` described by `config.data.synthetic`."""
+    from vipdl.data import synthetic
+
+    s = config.data.synthetic
+    return synthetic.SyntheticConfig(
+        height=s.height,
+        width=s.width,
+        num_frames=s.num_frames,
+        # Absent in configs saved before they existed.
+        object_scale=s.get("object_scale", 1.0),
+        annotation_stride=s.get("annotation_stride", 1),
+    )
+
+
 def create_source(config: ml_collections.ConfigDict, split: str):
     """Random-access pair source of `split`: prepared TFDS data, or in-memory synthetic videos."""
     d = config.data
@@ -124,11 +139,11 @@ def create_source(config: ml_collections.ConfigDict, split: str):
     from vipdl.data import synthetic
 
     s = d.synthetic
-    cfg = synthetic.SyntheticConfig(height=s.height, width=s.width, num_frames=s.num_frames)
-    if split == d.train_split:
-        return synthetic.SyntheticPairSource(s.num_train_videos, config=cfg, seed=s.seed)
-    # A different seed stream keeps evaluation videos disjoint from training videos.
-    return synthetic.SyntheticPairSource(s.num_eval_videos, config=cfg, seed=s.seed + 7919)
+    cfg = synthetic_world(config)
+    # Per-split seeds: the videos `scripts/make_synthetic.py --seed` writes for that split, so
+    # in-memory runs and runs on the prepared copy see the same data; splits never share videos.
+    n = s.num_train_videos if split == d.train_split else s.num_eval_videos
+    return synthetic.SyntheticPairSource(n, config=cfg, seed=s.seed, split=split)
 
 
 def create_train_iterator(config: ml_collections.ConfigDict, mesh: Mesh) -> Iterator[dict]:
@@ -481,10 +496,12 @@ def _mean_metrics(history: list[tuple[int, dict[str, float]]]) -> dict[str, floa
 
 def _make_image_fn(config: ml_collections.ConfigDict, mesh: Mesh) -> Callable:
     """Jitted `(model, images) -> host-ready predictions of the first example`."""
+    from vipdl import inference
     from vipdl.postprocess import panoptic
 
-    descriptor = get_descriptor(config)
-    p = config.postprocess
+    # The same post-processing options as evaluation and `predict_video` use.
+    kw = inference.predictor_kwargs_from_config(config)
+    descriptor = kw["descriptor"]
 
     @jax.jit
     def predict(model, images):
@@ -497,10 +514,10 @@ def _make_image_fn(config: ml_collections.ConfigDict, mesh: Mesh) -> Callable:
             thing_ids=descriptor.thing_ids,
             label_divisor=descriptor.label_divisor,
             ignore_label=descriptor.ignore_label,
-            center_threshold=p.center_threshold,
-            nms_kernel=p.nms_kernel,
-            keep_k_centers=p.keep_k_centers,
-            stuff_area_limit=p.stuff_area_limit,
+            center_threshold=kw["center_threshold"],
+            nms_kernel=kw["nms_kernel"],
+            keep_k_centers=kw["keep_k_centers"],
+            stuff_area_limit=kw["stuff_area_limit"],
         )
         out = {
             "image": images[0, ..., :3],

@@ -187,3 +187,38 @@ def depth_to_rgb(depth: np.ndarray, *, max_depth: float) -> np.ndarray:
     depth = np.asarray(depth, np.float32)
     scaled = 1.0 - np.clip(depth / max_depth, 0.0, 1.0)
     return (colormaps["turbo"](scaled)[..., :3] * 255).round().astype(np.uint8)
+
+
+def contact_sheet(images, *, columns: int = 3, gap: int = 2,
+                  gap_color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Tiles equally sized frames into one picture, row by row (for docs and quick looks).
+
+    Args:
+      images: a non-empty sequence of uint8 `[height, width, 3]` frames of one size.
+      columns: frames per row (fewer when there are fewer frames).
+      gap: pixels between neighbouring frames.
+      gap_color: RGB of the gaps and of empty cells in the last row.
+
+    Returns:
+      uint8 `[rows * (height + gap) - gap, columns * (width + gap) - gap, 3]`.
+    """
+    images = [np.asarray(im) for im in images]
+    if not images:
+        raise ValueError("contact_sheet needs at least one frame")
+    if columns < 1 or gap < 0:
+        raise ValueError(f"need columns >= 1 and gap >= 0, got {columns}, {gap}")
+    shape = images[0].shape
+    for i, im in enumerate(images):
+        if im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3 or im.shape != shape:
+            raise ValueError(
+                f"frame {i} is {im.dtype} {im.shape}; expected uint8 {shape} like frame 0"
+            )
+    h, w = shape[:2]
+    cols = min(columns, len(images))
+    rows = -(-len(images) // cols)
+    sheet = np.empty((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), np.uint8)
+    sheet[:] = np.asarray(gap_color, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        sheet[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = im
+    return sheet

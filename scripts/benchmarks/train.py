@@ -2,10 +2,12 @@
 
 Prints a Markdown section with
 * steps/s and examples/s of the jitted train step (forward, backward, Adam update) for the
-  synthetic default config (`configs/synthetic.py`: batch 8 of 65x129 pairs) and for R50-beta
+  synthetic default config (`configs/synthetic.py`, the demo recipe) and for R50-beta
   ViP-DeepLab with depth at 513x1025 (the Cityscapes-DVPS recipe, batch 1 on CPU; `--quick`
   uses a 129x257 crop), with the synthetic step as the baseline of the ratios, and peak
-  resident memory after each;
+  resident memory after each, and the FLOP utilisation: XLA's FLOP count of the compiled step
+  divided by its time, against the FLOP/s of a large float32 matmul measured in the same run
+  (the practical peak of this machine's devices);
 * the loop overhead: seconds per step inside `train_and_evaluate` (data loading, global batch
   assembly, metric logging, checkpoints, preemption checks) against the bare step measured in
   the same run, with logging/checkpoints every step ("busy") and every 25 steps ("normal").
@@ -41,8 +43,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _bare_step(config, steps: int) -> tuple[float, float]:
-    """Seconds per jitted step on one fixed global batch (after one warm-up step)."""
+def _matmul_flops_per_sec(n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of an n x n float32 matmul: the practical peak the step is compared with."""
+    x = jax.random.normal(jax.random.key(0), (n, n), jax.numpy.float32)
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(x))
+    tic = time.perf_counter()
+    for _ in range(reps):
+        y = f(x)
+    jax.block_until_ready(y)
+    return 2 * n**3 * reps / (time.perf_counter() - tic)
+
+
+def _bare_step(config, steps: int) -> tuple[float, float, float]:
+    """Seconds per jitted step on one fixed global batch (after one warm-up step), peak RSS MB
+    and XLA's FLOP count of the compiled step."""
     mesh = parallel.create_mesh(config.mesh.data, config.mesh.fsdp)
     with jax.set_mesh(mesh):
         compiled = trainer._compiled_functions(config, mesh)
@@ -59,6 +74,9 @@ def _bare_step(config, steps: int) -> tuple[float, float]:
         batch = parallel.make_global_batch(
             next(trainer.create_train_iterator(config, mesh)), parallel.batch_sharding(mesh)
         )
+        cost = compiled.step.lower(model, optimizer, batch).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", float("nan")))
         model, optimizer, metrics = compiled.step(model, optimizer, batch)
         jax.block_until_ready(metrics)
         tic = time.perf_counter()
@@ -66,7 +84,7 @@ def _bare_step(config, steps: int) -> tuple[float, float]:
             model, optimizer, metrics = compiled.step(model, optimizer, batch)
         jax.block_until_ready(metrics)
         seconds = (time.perf_counter() - tic) / steps
-    return seconds, _peak_rss_mb()
+    return seconds, _peak_rss_mb(), flops
 
 
 def _loop_seconds_per_step(config, workdir: str) -> tuple[float, dict]:
@@ -90,7 +108,8 @@ def main() -> None:
     synth.data.synthetic.num_train_videos = 8
     synth.train.num_steps = 12 if args.quick else 50
     steps = 3 if args.quick else 10
-    synth_secs, synth_rss = _bare_step(synth, steps)
+    peak = _matmul_flops_per_sec()
+    synth_secs, synth_rss, synth_flops = _bare_step(synth, steps)
 
     # R50-beta ViP-DeepLab with depth (Cityscapes-DVPS recipe) on synthetic frames.
     r50 = vip_deeplab_cityscapes_dvps_r50.get_config()
@@ -102,7 +121,7 @@ def main() -> None:
     r50.data.synthetic.height, r50.data.synthetic.width = crop[0] - 1, crop[1] - 1
     r50.data.synthetic.num_train_videos = 1
     r50.data.synthetic.num_frames = 2
-    r50_secs, r50_rss = _bare_step(r50, 1 if args.quick else 2)
+    r50_secs, r50_rss, r50_flops = _bare_step(r50, 1 if args.quick else 2)
 
     # Loop overhead on the synthetic config: every step logs and checkpoints ("busy") vs the
     # default-ish cadence ("normal").
@@ -129,17 +148,26 @@ def main() -> None:
         f"jax {jax.__version__}\n"
     )
     print(
-        "| model | crop | global batch | s/step | steps/s | examples/s | step time vs synthetic | peak RSS MB |"
+        "| model | crop | global batch | s/step | steps/s | examples/s | step time vs synthetic "
+        "| GFLOP / step | GFLOP/s | FLOP utilisation | peak RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| synthetic default (ResNet-tiny w16, OS16) | {tuple(synth.data.crop_size_hw)} | {b} | "
         f"{synth_secs:.3f} | {1 / synth_secs:.2f} | {b / synth_secs:.1f} | 1.00x (baseline) | "
-        f"{synth_rss:.0f} |"
+        f"{synth_flops / 1e9:.1f} | {synth_flops / synth_secs / 1e9:.1f} | "
+        f"{100 * synth_flops / synth_secs / peak:.0f}% | {synth_rss:.0f} |"
     )
     print(
         f"| R50-beta ViP-DeepLab + depth | {crop} | {rb} | {r50_secs:.3f} | {1 / r50_secs:.3f} | "
-        f"{rb / r50_secs:.2f} | {r50_secs / synth_secs:.1f}x | {r50_rss:.0f} |"
+        f"{rb / r50_secs:.2f} | {r50_secs / synth_secs:.1f}x | {r50_flops / 1e9:.1f} | "
+        f"{r50_flops / r50_secs / 1e9:.1f} | {100 * r50_flops / r50_secs / peak:.0f}% | "
+        f"{r50_rss:.0f} |"
+    )
+    print(
+        f"\nFLOP utilisation = (XLA cost-analysis FLOPs of the compiled step / s per step) / "
+        f"{peak / 1e9:.1f} GFLOP/s, the rate of a 2048 x 2048 float32 matmul measured in the same "
+        "run (this machine's practical peak; on TPU/GPU the vendor peak is the usual reference)."
     )
     print("\nLoop overhead (synthetic default, `train_and_evaluate`, compiled programs reused):\n")
     print("| cadence | s/step in loop | bare step | overhead share | data wait share |")

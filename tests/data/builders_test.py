@@ -1,5 +1,6 @@
 """Tests of the TFDS builders, `prepare`, `load_source` and the data CLIs."""
 
+import json
 import pickle
 import shutil
 import socket
@@ -69,6 +70,13 @@ def test_round_trip_through_load_source(prepared, split):
     assert order == sorted(order)
     with pytest.raises(IndexError):
         source[len(source)]
+    # In-memory training with the same seed and split sees exactly the prepared data.
+    memory = synthetic.SyntheticPairSource(SPLITS[split], config=CFG, seed=1, split=split)
+    assert len(memory) == len(source)
+    for i in (0, len(source) - 1):
+        for key in (keys.IMAGE, keys.NEXT_IMAGE, keys.PANOPTIC, keys.NEXT_PANOPTIC):
+            np.testing.assert_array_equal(memory[i][key], source[i][key])
+        assert memory[i][keys.SEQUENCE_ID] == source[i][keys.SEQUENCE_ID]
 
 
 def test_source_pickles(prepared):
@@ -176,7 +184,11 @@ def test_make_synthetic_cli(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["images", "panoptic_maps", "synthetic.json"]
     assert make_synthetic.main(argv) == 1  # Exists.
     assert "overwrite" in capsys.readouterr().err
-    assert make_synthetic.main([*argv, "--overwrite"]) == 0
+    assert make_synthetic.main([*argv, "--overwrite", "--object-scale", "0.5"]) == 0
+    assert json.loads((out / "synthetic.json").read_text())["config"]["object_scale"] == 0.5
+    assert make_synthetic.main([*argv, "--overwrite", "--object-scale", "2"]) == 1
+    assert "object_scale must be in [0.1, 1]" in capsys.readouterr().err
+    assert (out / "synthetic.json").is_file()  # The refused run left the old dataset alone.
     assert make_synthetic.main(["--out", str(tmp_path / "x"), "--layouts", "coco"]) == 1
     assert "layouts" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -75,7 +75,27 @@ def test_objects_are_large_enough(videos):
     assert np.mean(areas > 150) > 0.6, np.percentile(areas, [10, 50, 90])
 
 
-def test_video_events_enter_leave_occlude_reappear(videos):
+@pytest.fixture(scope="module")
+def far_videos():
+    # The demo's world (configs/synthetic.py): objects further away, at 0.6 of the size.
+    cfg = dataclasses.replace(SMALL, object_scale=0.6)
+    return [synthetic.generate_video(cfg, (0, i)) for i in range(12)]
+
+
+def test_object_scale_shrinks_objects_only(videos, far_videos):
+    for near, far in zip(videos, far_videos):
+        np.testing.assert_array_equal(near.frames[0][:8], far.frames[0][:8])  # Same sky.
+        assert len(near.tracks) == len(far.tracks)
+        for a, b in zip(near.tracks, far.tracks):
+            ha, hb = a.boxes[:, 2] - a.boxes[:, 0], b.boxes[:, 2] - b.boxes[:, 0]
+            np.testing.assert_allclose(hb, 0.6 * ha, rtol=1e-4)
+    with pytest.raises(ValueError, match="object_scale must be in"):
+        dataclasses.replace(SMALL, object_scale=0.0)
+
+
+@pytest.mark.parametrize("which", ["videos", "far_videos"])
+def test_video_events_enter_leave_occlude_reappear(which, request):
+    videos = request.getfixturevalue(which)
     entered = left = reappeared = fully_occluded = crossing = 0
     for v in videos:
         for track in v.tracks:

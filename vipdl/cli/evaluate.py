@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from vipdl.cli import console
 from vipdl.cli.predict_video import check_output_dir, load_config_file, replace_dir
 
 
@@ -151,6 +152,7 @@ def _limited(videos, max_videos: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console.quiet_library_logs()
     try:
         if not args.workdir and not args.config:
             raise ValueError("give --workdir, or --config together with --checkpoint")

@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=d.num_frames, help="raw frames per video")
     p.add_argument("--annotation-stride", type=int, default=d.annotation_stride)
     p.add_argument("--max-objects", type=int, default=d.max_objects)
+    p.add_argument(
+        "--object-scale",
+        type=float,
+        default=d.object_scale,
+        help="object size factor in [0.1, 1] (the demo uses configs/synthetic.py's value)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--layouts",
@@ -50,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             annotation_stride=args.annotation_stride,
             max_objects=args.max_objects,
             min_objects=min(synthetic.DEFAULT_CONFIG.min_objects, args.max_objects),
+            object_scale=args.object_scale,
         )
         splits = {"train": args.train_videos, "val": args.val_videos, "test": args.test_videos}
         if any(n < 0 for n in splits.values()):

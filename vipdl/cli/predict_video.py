@@ -1,7 +1,7 @@
 """Run a trained model on a video file or image folder and write tracked panoptic results.
 
     vipdl-predict-video --workdir RUN --input video.mp4 --output OUT \
-        [--vps] [--step] [--overlay OUT/overlay.mp4] [--masks] [--depth] \
+        [--vps] [--step] [--overlay OUT/overlay.mp4] [--masks] [--depth] [--sheet N] \
         [--tracker vip|iou] [--batch-size N] [--overwrite]
     vipdl-predict-video --config configs/synthetic.py --checkpoint RUN/checkpoints ...
 
@@ -13,6 +13,8 @@ Outputs (any combination; with none chosen: --vps and an overlay video in OUT):
   --masks    OUT/masks/<class>-<track>/<frame>.png, one binary mask per segment and frame (0/255,
              frames where the segment is absent have no file) + OUT/masks/tracks.json
   --depth    OUT/depth/<frame>.png, uint16 metres * 256 (models with a depth head)
+  --sheet N  OUT/overlay_frames.png, the first N overlay frames tiled three per row (a picture
+             for docs; the demo's README figure)
 
 Everything is written under a temporary name next to OUT and renamed into place at the end, so a
 failed run leaves earlier results untouched. An existing non-empty OUT (or overlay file) is
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from vipdl import video_io
+from vipdl.cli import console
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", action="store_true", help="KITTI-STEP prediction layout")
     p.add_argument("--overlay", help="overlay video path (.mp4 or .gif)")
     p.add_argument("--masks", action="store_true", help="one binary PNG per segment per frame")
+    p.add_argument("--sheet", type=int, default=0, metavar="N",
+                   help="also write OUT/overlay_frames.png: the first N overlay frames tiled "
+                   "three per row")
     p.add_argument("--depth", action="store_true", help="depth PNGs (uint16, metres * 256)")
     p.add_argument("--video-id", help="video name in output file names (default: input name)")
     p.add_argument("--tracker", choices=("vip", "iou"), help="default: from the model type")
@@ -81,6 +87,7 @@ class Outputs:
     depth: bool = False
     video_id: str = "video"
     fps: float | None = None
+    sheet_frames: int = 0
 
 
 def default_video_id(input_path: str | os.PathLike) -> str:
@@ -181,6 +188,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
     vps_writer = None
     masks = _MaskWriter(staging / "masks", descriptor) if outputs.masks else None
     track_ids: set[int] = set()
+    sheet: list[np.ndarray] = []
     start = time.perf_counter()
     count = 0
     try:
@@ -207,9 +215,12 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
                     writers.write_depth_png(staging / "depth" / f"{index:06d}.png", pred.depth)
                 if masks is not None:
                     masks.add(index, panoptic)
-                if overlay_writer is not None:
-                    overlay_writer.write(
-                        visualize.overlay(pred.image, panoptic, descriptor=descriptor))
+                if overlay_writer is not None or len(sheet) < outputs.sheet_frames:
+                    picture = visualize.overlay(pred.image, panoptic, descriptor=descriptor)
+                    if overlay_writer is not None:
+                        overlay_writer.write(picture)
+                    if len(sheet) < outputs.sheet_frames:
+                        sheet.append(picture)
                 count += 1
                 bar.update(1)
         if vps_writer is not None:
@@ -218,6 +229,11 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
             masks.close()
         if overlay_writer is not None:
             overlay_writer.close()
+        if sheet:
+            from PIL import Image
+
+            Image.fromarray(visualize.contact_sheet(sheet, columns=3)).save(
+                staging / "overlay_frames.png")
         seconds = time.perf_counter() - start
         summary = {
             "input": str(input_path),
@@ -227,7 +243,8 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
             "tracks": len(track_ids),
             "video_id": outputs.video_id,
             "outputs": [p for p, on in (("vps", outputs.vps), ("step", outputs.step),
-                                        ("masks", outputs.masks), ("depth", outputs.depth)) if on],
+                                        ("masks", outputs.masks), ("depth", outputs.depth),
+                                        ("overlay_frames.png", bool(sheet))) if on],
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=1))
         replace_dir(staging, out_dir)
@@ -310,17 +327,21 @@ def build_predictor(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console.quiet_library_logs()
     out_dir = Path(args.output)
-    chosen = args.vps or args.step or args.masks or args.depth or args.overlay
+    chosen = args.vps or args.step or args.masks or args.depth or args.overlay or args.sheet
     overlay = Path(args.overlay) if args.overlay else None
     if not chosen:
         args.vps, overlay = True, out_dir / "overlay.mp4"
     outputs = Outputs(
         directory=out_dir, vps=args.vps, step=args.step, overlay=overlay, masks=args.masks,
-        depth=args.depth, video_id=args.video_id or default_video_id(args.input), fps=args.fps)
+        depth=args.depth, video_id=args.video_id or default_video_id(args.input), fps=args.fps,
+        sheet_frames=args.sheet)
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.sheet < 0:
+            raise ValueError(f"--sheet must be >= 0 frames, got {args.sheet}")
         # Cheap checks before the (slow) model load.
         check_output_dir(out_dir, overwrite=args.overwrite)
         if overlay is not None and overlay.exists() and not args.overwrite:

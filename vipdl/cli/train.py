@@ -13,11 +13,12 @@ with `--coordinator_address`, `--num_processes` and `--process_id`.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from absl import flags
 from ml_collections import config_flags
+
+from vipdl.cli import console
 
 
 def _define_flags(fv: flags.FlagValues, argv: list[str]):
@@ -88,19 +89,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from vipdl import trainer
 
     logging.getLogger().setLevel(logging.INFO)
-    # Orbax and TFDS narrate every checkpoint commit and dataset open at INFO; keep the console
-    # readable (our own progress lines stay) unless the user asks for everything.
-    if not os.environ.get("VIPDL_VERBOSE"):
-        logging.getLogger("absl").addFilter(_quiet_library_info)
+    # Our own progress lines stay; orbax/TFDS chatter goes unless VIPDL_VERBOSE is set.
+    console.quiet_library_logs()
     metrics = trainer.train_and_evaluate(config, fv.workdir)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
     print(f"final: {summary}", flush=True)
     return metrics
-
-
-def _quiet_library_info(record: logging.LogRecord) -> bool:
-    noisy = ("/orbax/", "/tensorflow_datasets/", "/etils/")
-    return record.levelno >= logging.WARNING or not any(n in record.pathname for n in noisy)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,11 @@ class SyntheticConfig:
         noise_std: standard deviation of the per-pixel colour noise (0..255 scale).
         hood_probability: probability of a void ego-vehicle hood at the bottom of the frame.
         max_poles: maximum number of void poles per video.
+        object_scale: scales how far below the horizon objects stand, hence their size (pixel
+            size is proportional to that distance). 1 lets the nearest objects fill most of the
+            frame height; smaller values move every object further away while keeping the
+            scripted events (a near car still fully hides a farther person) and the ratios
+            between objects.
     """
 
     height: int = 128
@@ -106,6 +111,7 @@ class SyntheticConfig:
     noise_std: float = 6.0
     hood_probability: float = 0.3
     max_poles: int = 2
+    object_scale: float = 1.0
 
     def __post_init__(self):
         if self.height < 16 or self.width < 16:
@@ -121,6 +127,8 @@ class SyntheticConfig:
             raise ValueError(
                 f"need 0 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
             )
+        if not 0.1 <= self.object_scale <= 1.0:
+            raise ValueError(f"object_scale must be in [0.1, 1], got {self.object_scale}")
         if self.max_objects >= DESCRIPTOR.label_divisor:
             raise ValueError(f"max_objects must be < {DESCRIPTOR.label_divisor}")
 
@@ -410,7 +418,8 @@ def _sample_objects(
 ) -> list[_Object]:
     """Samples the thing objects; velocities below are relative to the screen."""
     h, w, t_count = cfg.height, cfg.width, cfg.num_frames
-    span = h - horizon
+    # Every sampled foot distance below the horizon is a fraction of `span`.
+    span = (h - horizon) * cfg.object_scale
     objects: list[_Object] = []
     num = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     t_mid = (t_count - 1) / 2
@@ -604,16 +613,27 @@ class SyntheticPairSource:
     `keys.NEXT_IMAGE` uint8 [H, W, 3], `keys.PANOPTIC`, `keys.NEXT_PANOPTIC` int32 [H, W],
     `keys.DEPTH` float32 [H, W] (frame t, metres, 0 = unknown), `keys.SEQUENCE_ID` str,
     `keys.FRAME_INDEX`, `keys.NEXT_FRAME_INDEX` int (annotated-frame indices). Pairs of a video
-    are consecutive and in frame order. Video `v` is `generate_video(config, (seed, v))`,
-    generated on first use and cached (a few MB per video at the default size).
+    are consecutive and in frame order. Video `v` is `generate_video(config, (seed, v))`, or
+    with `split` the video `write_dataset` writes for that split
+    (`generate_video(config, split_seed(seed, split, v))`), so in-memory training sees the same
+    videos as training from the written and prepared dataset. Videos are generated on first use
+    and cached (a few MB per video at the default size).
     """
 
-    def __init__(self, num_videos: int, *, config: SyntheticConfig = DEFAULT_CONFIG, seed: int = 0):
+    def __init__(
+        self,
+        num_videos: int,
+        *,
+        config: SyntheticConfig = DEFAULT_CONFIG,
+        seed: int = 0,
+        split: str | None = None,
+    ):
         if num_videos < 1:
             raise ValueError(f"num_videos must be >= 1, got {num_videos}")
         self.num_videos = num_videos
         self.config = config
         self.seed = seed
+        self.split = split
         self._pairs_per_video = len(config.annotated_frames) - 1
         self._cache: dict[int, SyntheticVideo] = {}
 
@@ -624,7 +644,12 @@ class SyntheticPairSource:
     def _video(self, video_index: int) -> SyntheticVideo:
         video = self._cache.get(video_index)
         if video is None:
-            video = generate_video(self.config, (self.seed, video_index))
+            seed = (
+                (self.seed, video_index)
+                if self.split is None
+                else split_seed(self.seed, self.split, video_index)
+            )
+            video = generate_video(self.config, seed)
             self._cache[video_index] = video
         return video
 
