@@ -113,6 +113,7 @@ def _worker(kind: str, port: int, process_id: int, num_processes: int, out: str,
         # reads elements p, p + 2, ...); dropout masks are drawn per batch position, so they
         # would land on other examples. Without dropout the step is order-invariant.
         config.model.dropout_rate = 0.0
+        config.optim.learning_rate = 1e-3  # The tolerance below is calibrated to this step size.
         trainer.train_and_evaluate(config, workdir)
         model = trainer.create_model(config, rngs=nnx.Rngs(1))
         checkpointing.restore_model_weights(model, workdir)
@@ -180,8 +181,16 @@ def test_two_processes_equal_one_process_train_and_evaluate(tmp_path):
     one = _launch("trainer", 1, tmp_path, "one")
     # Examples sit in another order within each global batch, so float sums differ in the last
     # bits; Adam's normalisation turns such noise on near-zero gradients into up to one
-    # learning-rate step (1e-3 here). Observed: <= 4e-5. A wrong batch moves every weight ~1e-3.
-    _assert_close(two, one, rtol=1e-3, atol=2e-4)
+    # learning-rate step (1e-3 here) per step, for a few elements (observed: <= 4e-4 on 3 of
+    # ~60k weights). A wrong batch instead moves nearly every weight by ~1e-3, so: all weights
+    # within the 4-step bound, and all but a tiny fraction within 2e-4.
+    assert sorted(two) == sorted(one)
+    diffs = {k: np.abs(two[k] - one[k]) for k in one}
+    for k, d in diffs.items():
+        assert d.max() <= 4 * 1e-3 + 1e-3 * np.abs(one[k]).max(), (k, float(d.max()))
+    loose = sum(int((d > 2e-4 + 1e-3 * np.abs(one[k])).sum()) for k, d in diffs.items())
+    total = sum(d.size for d in diffs.values())
+    assert loose <= 0.001 * total, f"{loose} of {total} weights differ by more than 2e-4"
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
