@@ -529,3 +529,22 @@ def test_config_file_and_video_id_helpers(tmp_path):
     with pytest.raises(ValueError, match=".py or .json"):
         predict_video.load_config_file(str(tmp_path / "c.yaml"))
     assert predict_video.default_video_id("/data/my_clip 01.mp4") == "my-clip-01"
+
+
+def test_load_weights_swaps_weights_and_refuses_another_architecture(tiny_run):
+    from vipdl import trainer
+
+    _, config = tiny_run
+    frames = generate_video(SyntheticConfig(height=40, width=50, num_frames=3), 0).frames
+    kwargs = dict(descriptor=SYNTHETIC, **OPTIONS)
+    first = trainer.create_model(config, rngs=nnx.Rngs(0))
+    second = trainer.create_model(config, rngs=nnx.Rngs(1))
+    want = [p.panoptic for p in VideoPredictor(second, **kwargs).predict(frames)]
+    predictor = VideoPredictor(first, **kwargs)
+    predictor.load_weights(second)
+    for got, expected in zip(predictor.predict(frames), want):
+        np.testing.assert_array_equal(got.panoptic, expected)
+    other = config.copy_and_resolve_references()
+    other.model.aspp_channels = config.model.aspp_channels + 4
+    with pytest.raises(ValueError, match="architecture"):
+        predictor.load_weights(trainer.create_model(other, rngs=nnx.Rngs(0)))

@@ -167,6 +167,24 @@ class VideoPredictor:
         self._compiled: dict[tuple[int, int], _DeviceFunctions] = {}
         self.timings = Timings()
 
+    def load_weights(self, model: nnx.Module) -> None:
+        """Takes the weights of `model`, which must have this predictor's architecture.
+
+        The compiled device functions are kept, so evaluating a model during training costs one
+        compilation per frame size for the whole run. `model` is switched to eval mode.
+
+        Raises:
+          ValueError: when `model`'s structure (layers, shapes, flags) differs.
+        """
+        model.eval()
+        graphdef, state = nnx.split(model)
+        if graphdef != self._graphdef:
+            raise ValueError(
+                f"load_weights: {type(model).__name__} does not have the architecture this "
+                "predictor was built for; build a new VideoPredictor instead"
+            )
+        self._state = state
+
     # -----------------------------------------------------------------------------------------
     # Construction from a training run.
 

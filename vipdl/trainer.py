@@ -403,8 +403,7 @@ class VideoVPQEvaluator:
             )
         else:
             # Same architecture, new weights: reuse the predictor's compiled functions.
-            # (VideoPredictor has no public weight setter yet; requested from its owner.)
-            self._predictor._state = nnx.split(eval_model)[1]
+            self._predictor.load_weights(eval_model)
         predictor = self._predictor
         pairs = []
         for frames, gt in self.videos:

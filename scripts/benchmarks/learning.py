@@ -37,6 +37,7 @@ from configs import synthetic  # noqa: E402
 
 # The bar of issue 7: mean VPQ over k = 1..4 on held-out videos.
 VPQ_BAR = 50.0
+QUICK_STEPS = 40
 
 
 def _run(cmd: list[str], log_path: str) -> float:
@@ -89,8 +90,8 @@ def main() -> None:
     config = synthetic.get_config()
     overrides = []
     if args.quick:
-        overrides = ["--config.train.num_steps=40", "--config.train.eval_every_steps=40",
-                     "--config.train.checkpoint_every_steps=40"]
+        overrides = [f"--config.train.{field}={QUICK_STEPS}"
+                     for field in ("num_steps", "eval_every_steps", "checkpoint_every_steps")]
     # The trainer's own periodic evaluation is not needed: evaluate.py scores the final weights.
     overrides += ["--config.eval.mode=none", "--config.train.image_every_steps=0"]
     root = args.workdir or tempfile.mkdtemp(prefix="vipdl_learning_")
@@ -110,7 +111,7 @@ def main() -> None:
         if not args.workdir:
             shutil.rmtree(root, ignore_errors=True)
 
-    steps = 40 if args.quick else config.train.num_steps
+    steps = QUICK_STEPS if args.quick else config.train.num_steps
     s = config.data.synthetic
     crop = "x".join(map(str, config.data.crop_size_hw))
     lines = [
