@@ -32,7 +32,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vipdl import checkpointing, keys, optim, parallel
+from vipdl import checkpointing, keys, models, optim, parallel
 from vipdl.data import descriptors
 
 META_ARCHS = ("vip_deeplab", "panoptic_deeplab")
@@ -59,9 +59,8 @@ def _is_vip(config: ml_collections.ConfigDict) -> bool:
     return meta == "vip_deeplab"
 
 
-def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The keyword arguments of `ViPDeepLab` / `PanopticDeepLab` for `config.model`."""
-    from vipdl import models
+def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
+    """The `ModelConfig` of `config.model` for the classes of `config.data.dataset`."""
 
     m = config.model
     descriptor = get_descriptor(config)
@@ -78,7 +77,8 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
         raise ValueError(f"config.model.dtype must be one of {sorted(_DTYPES)}, got {m.dtype!r}")
     if m.use_depth and not descriptor.has_depth:
         raise ValueError(f"config.model.use_depth=True but dataset {descriptor.name} has no depth")
-    return dict(
+    return models.ModelConfig(
+        num_classes=descriptor.num_classes,
         backbone=m.backbone,
         backbone_width=m.backbone_width or None,
         backbone_blocks=tuple(m.backbone_blocks) or None,
@@ -96,17 +96,16 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
         max_depth=descriptor.max_depth,
         depth_head_channels=m.depth_head_channels,
         dropout_rate=m.dropout_rate,
-        dtype=_DTYPES[m.dtype],
+        dtype=m.dtype,
         remat=m.remat,
     )
 
 
 def create_model(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> nnx.Module:
     """Builds the model of `config.model` for the classes of `config.data.dataset`."""
-    from vipdl import models
 
     cls = models.ViPDeepLab if _is_vip(config) else models.PanopticDeepLab
-    return cls(get_descriptor(config).num_classes, rngs=rngs, **model_kwargs(config))
+    return cls(model_config(config), rngs=rngs)
 
 
 def synthetic_world(config: ml_collections.ConfigDict):

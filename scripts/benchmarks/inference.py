@@ -35,7 +35,7 @@ from flax import nnx
 from vipdl import video_io
 from vipdl.data.descriptors import CITYSCAPES_DVPS, SYNTHETIC
 from vipdl.inference import VideoPredictor
-from vipdl.models import ViPDeepLab, aspp_pool_size
+from vipdl.models import ModelConfig, ViPDeepLab, aspp_pool_size
 from vipdl.postprocess import two_frame
 from vipdl.postprocess.panoptic import panoptic_from_predictions
 from vipdl.postprocess.stitching import VideoStitcher
@@ -69,10 +69,11 @@ def log(message: str) -> None:
 
 def make_model(kind: str) -> tuple[ViPDeepLab, object, tuple[int, int]]:
     if kind == "r50":
-        model = ViPDeepLab(CITYSCAPES_DVPS.num_classes, rngs=nnx.Rngs(0), use_depth=True,
-                           aspp_pool_size_hw=aspp_pool_size((513, 1025), 32))
+        model = ViPDeepLab(ModelConfig(CITYSCAPES_DVPS.num_classes, use_depth=True,
+                                       aspp_pool_size_hw=aspp_pool_size((513, 1025), 32)),
+                           rngs=nnx.Rngs(0))
         return model, CITYSCAPES_DVPS, (1025, 2049)
-    return ViPDeepLab(SYNTHETIC.num_classes, rngs=nnx.Rngs(0), **TINY), SYNTHETIC, None
+    return ViPDeepLab(ModelConfig(SYNTHETIC.num_classes, **TINY), rngs=nnx.Rngs(0)), SYNTHETIC, None
 
 
 def post_options(descriptor, small: bool) -> dict:

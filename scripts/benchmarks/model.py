@@ -35,7 +35,7 @@ from flax import nnx
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from vipdl import keys, losses  # noqa: E402
-from vipdl.models import ViPDeepLab, layers  # noqa: E402
+from vipdl.models import ModelConfig, ViPDeepLab, layers  # noqa: E402
 
 # The demo configuration: tiny backbone, narrow decoders, same multi-scale wiring as R50.
 SMALL_CONFIG = dict(
@@ -220,7 +220,7 @@ def main(argv=None) -> None:
         f"Times are the best of {repeats}.",
         "",
     ]
-    small = ViPDeepLab(NUM_CLASSES, rngs=nnx.Rngs(0), use_depth=True, **SMALL_CONFIG)
+    small = ViPDeepLab(ModelConfig(NUM_CLASSES, use_depth=True, **SMALL_CONFIG), rngs=nnx.Rngs(0))
     out += bench_model(
         "Small demo model (resnet_tiny)",
         small,
@@ -232,7 +232,7 @@ def main(argv=None) -> None:
         peak=peak,
     )
     del small
-    r50 = ViPDeepLab(NUM_CLASSES, rngs=nnx.Rngs(0), use_depth=True)
+    r50 = ViPDeepLab(ModelConfig(NUM_CLASSES, use_depth=True), rngs=nnx.Rngs(0))
     out += bench_model(
         "ViP-DeepLab R50-beta (reference config, depth on)",
         r50,

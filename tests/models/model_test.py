@@ -9,7 +9,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vipdl import keys
-from vipdl.models import PanopticDeepLab, ResNet, ViPDeepLab, backbone_spec
+from vipdl.models import ModelConfig, PanopticDeepLab, ResNet, ViPDeepLab, backbone_spec
 
 H, W = 33, 65
 TINY = dict(
@@ -51,7 +51,7 @@ def streamed(model, x):
 @pytest.fixture(scope="module")
 def vip():
     """The shared tiny model, in training mode (the nnx default). Tests work on clones."""
-    return ViPDeepLab(7, rngs=nnx.Rngs(0), use_depth=True, dropout_rate=0.0, **TINY)
+    return ViPDeepLab(ModelConfig(7, use_depth=True, dropout_rate=0.0, **TINY), rngs=nnx.Rngs(0))
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +74,15 @@ def eval_model(vip):
 
 
 def test_reference_parameter_counts():
-    vip_r50b = nnx.eval_shape(lambda: ViPDeepLab(19, rngs=nnx.Rngs(0), use_depth=True))
+    vip_r50b = nnx.eval_shape(lambda: ViPDeepLab(ModelConfig(19, use_depth=True), rngs=nnx.Rngs(0)))
     assert n_params(vip_r50b) == 85_956_153
     assert n_params(vip_r50b, nnx.BatchStat) == 70_720
-    pdl = nnx.eval_shape(lambda: PanopticDeepLab(19, rngs=nnx.Rngs(0)))
+    pdl = nnx.eval_shape(lambda: PanopticDeepLab(ModelConfig(19), rngs=nnx.Rngs(0)))
     assert n_params(pdl) == 55_097_478
     r50 = nnx.eval_shape(lambda: ResNet(backbone_spec("resnet50"), rngs=nnx.Rngs(0)))
     assert n_params(r50) == 23_508_032
     vip_r50 = nnx.eval_shape(
-        lambda: ViPDeepLab(19, rngs=nnx.Rngs(0), backbone="resnet50", use_depth=True)
+        lambda: ViPDeepLab(ModelConfig(19, backbone="resnet50", use_depth=True), rngs=nnx.Rngs(0))
     )
     assert n_params(vip_r50) == 85_832_377  # spec §2.7, R50 column
     assert n_params(vip_r50.encoder) == 23_508_032
@@ -90,7 +90,7 @@ def test_reference_parameter_counts():
 
 def test_reference_shapes_513x1025():
     # spec §13: res5 [2, 17, 33, 2048]; next-frame ASPP input 4096 channels; outputs at input size.
-    model = nnx.eval_shape(lambda: ViPDeepLab(19, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: ViPDeepLab(ModelConfig(19), rngs=nnx.Rngs(0)))
     feats = jax.eval_shape(
         lambda m, x: m.encode(x), model, jax.ShapeDtypeStruct((2, 513, 1025, 3), jnp.float32)
     )
@@ -121,7 +121,7 @@ def test_initialisers_follow_reference(vip):
     block = vip.encoder.stages[0].blocks[0]
     assert np.all(np.asarray(block.conv3.bn.scale[...]) == 0)  # last BN of the residual branch
     assert np.all(np.asarray(block.conv2.bn.scale[...]) == 1)
-    big = ViPDeepLab(3, rngs=nnx.Rngs(1), **{**TINY, "semantic_head_channels": 256})
+    big = ViPDeepLab(ModelConfig(3, **{**TINY, "semantic_head_channels": 256}), rngs=nnx.Rngs(1))
     final = big.semantic_head.final
     assert np.all(np.asarray(final.bias[...]) == 0)
     std = float(np.asarray(final.kernel[...]).std())
@@ -144,7 +144,7 @@ def test_vip_outputs_keys_shapes_dtypes(train_reference):
 
 
 def test_panoptic_deeplab_single_frame():
-    model = nnx.eval_shape(lambda: PanopticDeepLab(5, rngs=nnx.Rngs(0), **TINY))
+    model = nnx.eval_shape(lambda: PanopticDeepLab(ModelConfig(5, **TINY), rngs=nnx.Rngs(0)))
     out = jax.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((1, H, W, 3), jnp.float32))
     assert set(out) == {keys.PRED_SEMANTIC_LOGITS, keys.PRED_CENTER_HEATMAP, keys.PRED_OFFSET_MAP}
     assert out[keys.PRED_SEMANTIC_LOGITS].shape == (1, H, W, 5)
@@ -201,7 +201,7 @@ def test_sharded_train_forward_equals_unsharded_sync_batchnorm(vip, train_refere
 
 def test_bfloat16_compute_keeps_float32_params_and_outputs(eval_model):
     bf16 = ViPDeepLab(
-        7, rngs=nnx.Rngs(0), use_depth=True, dropout_rate=0.0, dtype=jnp.bfloat16, **TINY
+        ModelConfig(7, use_depth=True, dropout_rate=0.0, dtype="bfloat16", **TINY), rngs=nnx.Rngs(0)
     )
     bf16.eval()
     floats = [v for v in jax.tree.leaves(nnx.state(bf16)) if jnp.issubdtype(v.dtype, jnp.floating)]
@@ -244,7 +244,7 @@ def test_remat_gives_identical_outputs_and_gradients():
 def test_aspp_pool_window_reaches_every_aspp(vip):
     # The numerics of the sliding window are tested on the ASPP itself (layers_test); here the
     # model-level switch must reach the semantic, instance and next-frame ASPPs.
-    model = ViPDeepLab(7, rngs=nnx.Rngs(0), aspp_pool_size_hw=(2, 3), **TINY)
+    model = ViPDeepLab(ModelConfig(7, aspp_pool_size_hw=(2, 3), **TINY), rngs=nnx.Rngs(0))
     asps = [model.semantic_decoder.aspp, model.instance_decoder.aspp, model.next_decoder.aspp]
     assert [a.pool_size_hw for a in asps] == [(2, 3)] * 3
     model.set_aspp_pool_size(None)
@@ -253,8 +253,8 @@ def test_aspp_pool_window_reaches_every_aspp(vip):
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="backbone must be one of"):
-        ViPDeepLab(3, rngs=nnx.Rngs(0), backbone="resnet18")
+        ViPDeepLab(ModelConfig(3, backbone="resnet18"), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="backbone_width only applies"):
-        ViPDeepLab(3, rngs=nnx.Rngs(0), backbone="resnet50", backbone_width=8)
+        ViPDeepLab(ModelConfig(3, backbone="resnet50", backbone_width=8), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="output_stride"):
         ResNet(backbone_spec("resnet_tiny"), output_stride=4, rngs=nnx.Rngs(0))

@@ -1,5 +1,6 @@
 """ViP-DeepLab / Panoptic-DeepLab networks in Flax NNX (backbones, ASPP, decoders, heads)."""
 
+from vipdl.models.backbones import BACKBONES, create_backbone
 from vipdl.models.decoder import ASPP, PanopticDeepLabDecoder, aspp_pool_size
 from vipdl.models.heads import PredictionHead
 from vipdl.models.layers import (
@@ -9,14 +10,15 @@ from vipdl.models.layers import (
     resize_align_corners,
     resize_and_rescale_offsets,
 )
-from vipdl.models.resnet import BACKBONES, ResNet, ResNetSpec, backbone_spec, tiny_spec
-from vipdl.models.vip_deeplab import PanopticDeepLab, ViPDeepLab
+from vipdl.models.resnet import ResNet, ResNetSpec, backbone_spec, tiny_spec
+from vipdl.models.vip_deeplab import ModelConfig, PanopticDeepLab, ViPDeepLab
 
 __all__ = [
     "ASPP",
     "BACKBONES",
     "BatchNorm",
     "ConvBN",
+    "ModelConfig",
     "PanopticDeepLab",
     "PanopticDeepLabDecoder",
     "PredictionHead",
@@ -26,6 +28,7 @@ __all__ = [
     "ViPDeepLab",
     "aspp_pool_size",
     "backbone_spec",
+    "create_backbone",
     "resize_align_corners",
     "resize_and_rescale_offsets",
     "tiny_spec",

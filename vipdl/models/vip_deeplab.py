@@ -13,17 +13,17 @@ prediction convs, the resizes and all outputs are float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from vipdl import keys
+from vipdl.models.backbones import create_backbone
 from vipdl.models.decoder import ASPP, PanopticDeepLabDecoder
 from vipdl.models.heads import PredictionHead
 from vipdl.models.layers import resize_align_corners, resize_and_rescale_offsets, scale_size
-from vipdl.models.resnet import ResNet, backbone_spec
 
 
 def _check_images(images: jax.Array, channels: int, name: str) -> None:
@@ -33,13 +33,87 @@ def _check_images(images: jax.Array, channels: int, name: str) -> None:
         )
 
 
-def _decoder_kwargs(aspp_channels, aspp_rates, aspp_pool_size_hw, dropout_rate, dtype) -> dict:
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a `PanopticDeepLab` / `ViPDeepLab` (docs/architecture.md#model).
+
+    The defaults are deeplab2's Cityscapes(-DVPS) ResNet-50-beta OS32 model.
+
+    Attributes:
+        num_classes: semantic classes (the dataset's, void excluded).
+        backbone: a name of `vipdl.models.backbones.BACKBONES`.
+        backbone_width: base width of "resnet_tiny" (None = its default).
+        backbone_blocks: blocks-per-stage override (None = the backbone's own).
+        output_stride: 8, 16 or 32.
+        aspp_rates: atrous rates of the three 3x3 ASPP branches.
+        aspp_channels: channels of every ASPP branch and of its projection.
+        aspp_pool_size_hw: window of the ASPP image-pooling branch in feature pixels (deeplab2
+            fixes it from the training crop); None = global pooling.
+        semantic_decoder_channels / semantic_head_channels / semantic_low_level_channels:
+            widths of the semantic branch (low-level projections of res3, res2).
+        instance_decoder_channels / instance_head_channels / instance_low_level_channels:
+            widths of the instance (and next-frame) branches.
+        use_depth: adds the depth head; `max_depth` is its output range in metres.
+        depth_head_channels: width of the depth head.
+        dropout_rate: after each ASPP projection, training only.
+        dtype: compute dtype name, "float32" or "bfloat16" (parameters stay float32).
+        remat: rematerialise backbone stages in the backward pass.
+    """
+
+    num_classes: int
+    backbone: str = "resnet50_beta"
+    backbone_width: int | None = None
+    backbone_blocks: tuple[int, ...] | None = None
+    output_stride: int = 32
+    aspp_rates: tuple[int, ...] = (3, 6, 9)
+    aspp_channels: int = 256
+    aspp_pool_size_hw: tuple[int, int] | None = None
+    semantic_decoder_channels: int = 256
+    semantic_head_channels: int = 256
+    semantic_low_level_channels: tuple[int, int] = (64, 32)
+    instance_decoder_channels: int = 128
+    instance_head_channels: int = 32
+    instance_low_level_channels: tuple[int, int] = (32, 16)
+    use_depth: bool = False
+    max_depth: float = 88.0
+    depth_head_channels: int = 64
+    dropout_rate: float = 0.1
+    dtype: str = "float32"
+    remat: bool = False
+
+    def __post_init__(self):
+        # Normalise sequences to tuples so equal configs compare (and hash) equal.
+        for name in ("backbone_blocks", "aspp_rates", "aspp_pool_size_hw",
+                     "semantic_low_level_channels", "instance_low_level_channels"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(int(v) for v in value))
+        if self.num_classes < 1:
+            raise ValueError(f"ModelConfig.num_classes must be positive, got {self.num_classes}")
+        if len(self.semantic_low_level_channels) != 2 or len(self.instance_low_level_channels) != 2:
+            raise ValueError(
+                "ModelConfig.semantic_low_level_channels and instance_low_level_channels need "
+                f"two widths (res3, res2), got {self.semantic_low_level_channels}, "
+                f"{self.instance_low_level_channels}"
+            )
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"ModelConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return _DTYPES[self.dtype]
+
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _decoder_kwargs(config: ModelConfig) -> dict:
     return dict(
-        aspp_channels=aspp_channels,
-        aspp_rates=tuple(aspp_rates),
-        aspp_pool_size_hw=None if aspp_pool_size_hw is None else tuple(aspp_pool_size_hw),
-        dropout_rate=dropout_rate,
-        dtype=dtype,
+        aspp_channels=config.aspp_channels,
+        aspp_rates=config.aspp_rates,
+        aspp_pool_size_hw=config.aspp_pool_size_hw,
+        dropout_rate=config.dropout_rate,
+        dtype=config.compute_dtype,
     )
 
 
@@ -55,66 +129,46 @@ class PanopticDeepLab(nnx.Module):
     updates its running averages, dropout is active); call `.eval()` for inference.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        *,
-        rngs: nnx.Rngs,
-        backbone: str = "resnet50_beta",
-        output_stride: int = 32,
-        aspp_rates: Sequence[int] = (3, 6, 9),
-        aspp_channels: int = 256,
-        aspp_pool_size_hw: tuple[int, int] | None = None,
-        semantic_decoder_channels: int = 256,
-        semantic_head_channels: int = 256,
-        semantic_low_level_channels: Sequence[int] = (64, 32),
-        instance_decoder_channels: int = 128,
-        instance_head_channels: int = 32,
-        instance_low_level_channels: Sequence[int] = (32, 16),
-        use_depth: bool = False,
-        max_depth: float = 88.0,
-        depth_head_channels: int = 64,
-        dropout_rate: float = 0.1,
-        dtype: jnp.dtype = jnp.float32,
-        remat: bool = False,
-        backbone_width: int | None = None,
-        backbone_blocks: tuple[int, int, int, int] | None = None,
-    ):
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
-        if len(semantic_low_level_channels) != 2 or len(instance_low_level_channels) != 2:
-            raise ValueError(
-                "semantic_low_level_channels and instance_low_level_channels need two widths "
-                f"(res3, res2), got {semantic_low_level_channels}, {instance_low_level_channels}"
-            )
-        self.num_classes = num_classes
-        self.dtype = dtype
-        self.use_depth = use_depth
-        self.max_depth = float(max_depth)
-        spec = backbone_spec(backbone, width=backbone_width, blocks=backbone_blocks)
-        self.encoder = ResNet(
-            spec, output_stride=output_stride, dtype=dtype, remat=remat, rngs=rngs
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.num_classes = config.num_classes
+        self.dtype = dtype = config.compute_dtype
+        self.use_depth = config.use_depth
+        self.max_depth = float(config.max_depth)
+        self.encoder = create_backbone(
+            config.backbone,
+            output_stride=config.output_stride,
+            width=config.backbone_width,
+            blocks=config.backbone_blocks,
+            dtype=dtype,
+            remat=config.remat,
+            rngs=rngs,
         )
-        ch = spec.endpoint_channels
+        ch = self.encoder.endpoint_channels
         low = (ch["res3"], ch["res2"])
-        decoder_kwargs = _decoder_kwargs(
-            aspp_channels, aspp_rates, aspp_pool_size_hw, dropout_rate, dtype
-        )
+        decoder_kwargs = _decoder_kwargs(config)
+        semantic_decoder_channels = config.semantic_decoder_channels
+        instance_decoder_channels = config.instance_decoder_channels
+        instance_head_channels = config.instance_head_channels
         self.semantic_decoder = PanopticDeepLabDecoder(
             ch["res5"],
             low,
-            tuple(semantic_low_level_channels),
+            config.semantic_low_level_channels,
             decoder_channels=semantic_decoder_channels,
             rngs=rngs,
             **decoder_kwargs,
         )
         self.semantic_head = PredictionHead(
-            semantic_decoder_channels, semantic_head_channels, num_classes, dtype=dtype, rngs=rngs
+            semantic_decoder_channels,
+            config.semantic_head_channels,
+            config.num_classes,
+            dtype=dtype,
+            rngs=rngs,
         )
         self.instance_decoder = PanopticDeepLabDecoder(
             ch["res5"],
             low,
-            tuple(instance_low_level_channels),
+            config.instance_low_level_channels,
             decoder_channels=instance_decoder_channels,
             rngs=rngs,
             **decoder_kwargs,
@@ -127,9 +181,9 @@ class PanopticDeepLab(nnx.Module):
         )
         self.depth_head = (
             PredictionHead(
-                semantic_decoder_channels, depth_head_channels, 1, dtype=dtype, rngs=rngs
+                semantic_decoder_channels, config.depth_head_channels, 1, dtype=dtype, rngs=rngs
             )
-            if use_depth
+            if config.use_depth
             else None
         )
 
@@ -204,67 +258,25 @@ class ViPDeepLab(PanopticDeepLab):
     `decode_frame(encode(f_t))` + `decode_next(encode(f_t), encode(f_t1))`.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        *,
-        rngs: nnx.Rngs,
-        backbone: str = "resnet50_beta",
-        output_stride: int = 32,
-        aspp_rates: Sequence[int] = (3, 6, 9),
-        aspp_channels: int = 256,
-        aspp_pool_size_hw: tuple[int, int] | None = None,
-        semantic_decoder_channels: int = 256,
-        semantic_head_channels: int = 256,
-        semantic_low_level_channels: Sequence[int] = (64, 32),
-        instance_decoder_channels: int = 128,
-        instance_head_channels: int = 32,
-        instance_low_level_channels: Sequence[int] = (32, 16),
-        use_depth: bool = False,
-        max_depth: float = 88.0,
-        depth_head_channels: int = 64,
-        dropout_rate: float = 0.1,
-        dtype: jnp.dtype = jnp.float32,
-        remat: bool = False,
-        backbone_width: int | None = None,
-        backbone_blocks: tuple[int, int, int, int] | None = None,
-    ):
-        super().__init__(
-            num_classes,
-            rngs=rngs,
-            backbone=backbone,
-            output_stride=output_stride,
-            aspp_rates=aspp_rates,
-            aspp_channels=aspp_channels,
-            aspp_pool_size_hw=aspp_pool_size_hw,
-            semantic_decoder_channels=semantic_decoder_channels,
-            semantic_head_channels=semantic_head_channels,
-            semantic_low_level_channels=semantic_low_level_channels,
-            instance_decoder_channels=instance_decoder_channels,
-            instance_head_channels=instance_head_channels,
-            instance_low_level_channels=instance_low_level_channels,
-            use_depth=use_depth,
-            max_depth=max_depth,
-            depth_head_channels=depth_head_channels,
-            dropout_rate=dropout_rate,
-            dtype=dtype,
-            remat=remat,
-            backbone_width=backbone_width,
-            backbone_blocks=backbone_blocks,
-        )
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        super().__init__(config, rngs=rngs)
         ch = self.encoder.endpoint_channels
         # Same hyper-parameters as the instance decoder, but its own weights and a 2x wider
         # ASPP input (res5 of both frames, frame t first).
         self.next_decoder = PanopticDeepLabDecoder(
             2 * ch["res5"],
             (ch["res3"], ch["res2"]),
-            tuple(instance_low_level_channels),
-            decoder_channels=instance_decoder_channels,
+            config.instance_low_level_channels,
+            decoder_channels=config.instance_decoder_channels,
             rngs=rngs,
-            **_decoder_kwargs(aspp_channels, aspp_rates, aspp_pool_size_hw, dropout_rate, dtype),
+            **_decoder_kwargs(config),
         )
         self.next_offset_head = PredictionHead(
-            instance_decoder_channels, instance_head_channels, 2, dtype=dtype, rngs=rngs
+            config.instance_decoder_channels,
+            config.instance_head_channels,
+            2,
+            dtype=self.dtype,
+            rngs=rngs,
         )
 
     def decode_next(
