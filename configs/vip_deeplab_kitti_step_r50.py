@@ -16,14 +16,9 @@ Variants: `:runlocal` (4 steps, tiny model, synthetic data).
 
 from __future__ import annotations
 
-import os
-import sys
-
 import ml_collections
 
-# Config files are loaded by path (ml_collections config_flags); make `configs.common` importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import common  # noqa: E402
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vipdl import keys, trainer
+from vipdl import from_config, keys, trainer
 from vipdl.cli import train as train_cli
 from vipdl.data import augment, pipeline, synthetic
 
@@ -79,10 +79,10 @@ def _forward_params():
 @pytest.mark.parametrize("path", list(_forward_params()))
 def test_config_model_forward_shapes(path):
     config = _load(path).get_config()
-    descriptor = trainer.get_descriptor(config)
+    descriptor = from_config.descriptor(config)
     vip = config.model.meta_arch == "vip_deeplab"
     h, w = config.data.crop_size_hw
-    model = nnx.eval_shape(lambda: trainer.create_model(config, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: from_config.create_model(config, rngs=nnx.Rngs(0)))
     images = jax.ShapeDtypeStruct((1, h, w, 6 if vip else 3), jnp.float32)
     out = nnx.eval_shape(lambda m, x: m(x), model, images)
     assert out[keys.PRED_SEMANTIC_LOGITS].shape == (1, h, w, descriptor.num_classes)
@@ -101,12 +101,12 @@ def test_config_builds_model_and_pipeline(path):
     assert _layout(config) == _layout(common.base_config())
     assert config.model.use_depth == config.data.use_depth
     trainer._validate_config(config)
-    descriptor = trainer.get_descriptor(config)
+    descriptor = from_config.descriptor(config)
     vip = config.model.meta_arch == "vip_deeplab"
     h, w = config.data.crop_size_hw
     assert (h - 1) % 32 == 0 and (w - 1) % 32 == 0, "crop sizes follow 32k + 1"
 
-    model = nnx.eval_shape(lambda: trainer.create_model(config, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: from_config.create_model(config, rngs=nnx.Rngs(0)))
     assert model.num_classes == descriptor.num_classes
     assert type(model).__name__ == ("ViPDeepLab" if vip else "PanopticDeepLab")
     name = os.path.basename(path)[:-3]
@@ -137,8 +137,8 @@ def test_config_builds_model_and_pipeline(path):
 def test_synthetic_runlocal_pipeline_yields_training_batches():
     config = _load(os.path.join(REPO, "configs", "synthetic.py")).get_config("runlocal")
     mesh_free_iter = pipeline.make_train_loader(
-        trainer.create_source(config, config.data.train_split),
-        descriptor=trainer.get_descriptor(config),
+        from_config.create_source(config, config.data.train_split),
+        descriptor=from_config.descriptor(config),
         crop_size_hw=tuple(config.data.crop_size_hw),
         batch_size=config.data.batch_size,
         seed=0,
@@ -146,8 +146,8 @@ def test_synthetic_runlocal_pipeline_yields_training_batches():
     batch = next(mesh_free_iter)
     assert batch[keys.GT_IMAGE].shape == (config.data.batch_size, 33, 65, 6)
     # Train and eval videos come from disjoint per-split seed streams.
-    eval_source = trainer.create_source(config, config.data.eval_split)
-    train_source = trainer.create_source(config, config.data.train_split)
+    eval_source = from_config.create_source(config, config.data.eval_split)
+    train_source = from_config.create_source(config, config.data.train_split)
     assert eval_source.split != train_source.split
     assert not np.array_equal(eval_source.video(0).frames, train_source.video(0).frames)
 
@@ -202,7 +202,7 @@ def test_cli_reports_typos_and_exits(capsys):
 
 def test_synthetic_world_follows_the_config_and_old_saved_configs():
     config = _load(os.path.join(REPO, "configs", "synthetic.py")).get_config()
-    world = trainer.synthetic_world(config)
+    world = from_config.synthetic_world(config)
     s = config.data.synthetic
     assert (world.height, world.width, world.num_frames) == (s.height, s.width, s.num_frames)
     assert world.object_scale == s.object_scale
@@ -210,9 +210,9 @@ def test_synthetic_world_follows_the_config_and_old_saved_configs():
     # A config.json written before these fields existed still loads (world defaults).
     old = ml_collections.ConfigDict(config.to_dict())
     del old.data.synthetic["object_scale"], old.data.synthetic["annotation_stride"]
-    assert trainer.synthetic_world(old).object_scale == 1.0
-    assert trainer.synthetic_world(old).annotation_stride == 1
+    assert from_config.synthetic_world(old).object_scale == 1.0
+    assert from_config.synthetic_world(old).annotation_stride == 1
     config.data.synthetic.annotation_stride = 3
     config.data.synthetic.num_frames = 6
-    source = trainer.create_source(config, "val")
+    source = from_config.create_source(config, "val")
     assert source.config.annotated_frames == (2, 5) and len(source) == s.num_eval_videos

@@ -16,20 +16,21 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from tests.postprocess import numpy_reference as reference
 from vipdl import keys, video_io, visualize
 from vipdl.cli import predict_video
 from vipdl.data.descriptors import SYNTHETIC
 from vipdl.data.labels import rgb_to_id, step_rgb_to_panoptic
 from vipdl.data.synthetic import SyntheticConfig, generate_video
 from vipdl.inference import FramePrediction, VideoPredictor
-from vipdl.postprocess import reference
+from vipdl.postprocess import PostprocessOptions
 from vipdl.postprocess.iou_tracker import IoUTracker
 from vipdl.postprocess.stitching import VideoStitcher
 
 D = SYNTHETIC.label_divisor
 ROAD, SKY, PERSON, CAR, BICYCLE = 0, 4, 5, 6, 7
 MAX_INSTANCES = 25  # green = 10 * instance + 5 <= 255
-OPTIONS = dict(center_threshold=0.5, nms_kernel=3, keep_k_centers=16, stuff_area_limit=0)
+OPTIONS = PostprocessOptions(center_threshold=0.5, nms_kernel=3, keep_k_centers=16, stuff_area_limit=0)
 
 
 class OracleModel(nnx.Module):
@@ -158,7 +159,7 @@ def reference_sequence(model, frames, *, eval_crop_size_hw=None, mode="clean"):
         thing_ids=SYNTHETIC.thing_ids,
         label_divisor=D,
         ignore_label=SYNTHETIC.ignore_label,
-        **OPTIONS,
+        options=OPTIONS,
     )
     stitcher = VideoStitcher(
         thing_ids=SYNTHETIC.thing_ids,
@@ -217,7 +218,7 @@ def _predictor(model, **kwargs) -> VideoPredictor:
     """One predictor per configuration for the whole module (compiles once)."""
     key = (id(model), tuple(sorted(kwargs.items())))
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = VideoPredictor(model, descriptor=SYNTHETIC, **OPTIONS, **kwargs)
+        _PREDICTORS[key] = VideoPredictor(model, descriptor=SYNTHETIC, postprocess=OPTIONS, **kwargs)
     return _PREDICTORS[key]
 
 
@@ -268,7 +269,7 @@ def test_iou_mode_equals_per_frame_tracker(oracle):
         thing_ids=SYNTHETIC.thing_ids,
         label_divisor=D,
         ignore_label=SYNTHETIC.ignore_label,
-        **OPTIONS,
+        options=OPTIONS,
     )
     decode = jax.jit(lambda x: oracle.decode_frame(oracle.encode(x), x.shape[1:3]))
     for frame, g in zip(frames, got):
@@ -422,11 +423,11 @@ def tiny_run(tmp_path_factory):
     import optax
 
     from configs import synthetic as synthetic_config
-    from vipdl import checkpointing, trainer
+    from vipdl import checkpointing, from_config
 
     workdir = tmp_path_factory.mktemp("run")
     config = synthetic_config.get_config("runlocal")
-    model = trainer.create_model(config, rngs=nnx.Rngs(0))
+    model = from_config.create_model(config, rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
     manager = checkpointing.create_manager(checkpointing.checkpoint_dir(str(workdir)), keep=1)
     data_iter = iter(grain.MapDataset.range(2).to_iter_dataset())
@@ -532,13 +533,13 @@ def test_config_file_and_video_id_helpers(tmp_path):
 
 
 def test_load_weights_swaps_weights_and_refuses_another_architecture(tiny_run):
-    from vipdl import trainer
+    from vipdl import from_config
 
     _, config = tiny_run
     frames = generate_video(SyntheticConfig(height=40, width=50, num_frames=3), 0).frames
-    kwargs = dict(descriptor=SYNTHETIC, **OPTIONS)
-    first = trainer.create_model(config, rngs=nnx.Rngs(0))
-    second = trainer.create_model(config, rngs=nnx.Rngs(1))
+    kwargs = dict(descriptor=SYNTHETIC, postprocess=OPTIONS)
+    first = from_config.create_model(config, rngs=nnx.Rngs(0))
+    second = from_config.create_model(config, rngs=nnx.Rngs(1))
     want = [p.panoptic for p in VideoPredictor(second, **kwargs).predict(frames)]
     predictor = VideoPredictor(first, **kwargs)
     predictor.load_weights(second)
@@ -547,4 +548,24 @@ def test_load_weights_swaps_weights_and_refuses_another_architecture(tiny_run):
     other = config.copy_and_resolve_references()
     other.model.aspp_channels = config.model.aspp_channels + 4
     with pytest.raises(ValueError, match="architecture"):
-        predictor.load_weights(trainer.create_model(other, rngs=nnx.Rngs(0)))
+        predictor.load_weights(from_config.create_model(other, rngs=nnx.Rngs(0)))
+
+
+def test_predictor_step_is_traced_once_per_frame_size(oracle, monkeypatch):
+    """The jitted pair step compiles once and is reused for every later frame (no retrace)."""
+    from vipdl import inference
+
+    traces = []
+    original = inference._DeviceFunctions._step
+
+    def counting_step(self, state, cache, frames):
+        traces.append(frames.shape)  # Runs only while JAX traces the function.
+        return original(self, state, cache, frames)
+
+    monkeypatch.setattr(inference._DeviceFunctions, "_step", counting_step)
+    # A frame size no other test uses, so the step is built (and traced) here.
+    frames = paint(make_random_clip(7, 7, 27, 35), seed=1)
+    predictor = VideoPredictor(oracle, descriptor=SYNTHETIC, postprocess=OPTIONS)
+    assert len(list(predictor.predict(frames))) == 7
+    assert len(list(predictor.predict(frames[:3]))) == 3
+    assert len(traces) == 1, traces

@@ -52,7 +52,7 @@ def _toy_run(process_index: int, process_count: int):
     tx, schedule = optim.make_optimizer(learning_rate=1e-2, num_steps=10)
     rows = GLOBAL_BATCH // process_count
     with jax.set_mesh(mesh):
-        model, opt = trainer.create_train_state(lambda: Toy(nnx.Rngs(0)), tx, mesh)
+        model, opt = trainer.make_sharded_init(lambda: Toy(nnx.Rngs(0)), tx, mesh)()
         step = trainer.make_train_step(loss_fn, schedule, mesh=mesh)
         for i in range(STEPS):
             rng = np.random.default_rng(i)
@@ -84,7 +84,6 @@ def _flatten(tree, prefix=""):
 def _worker(kind: str, port: int, process_id: int, num_processes: int, out: str, workdir: str):
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // num_processes}"
     os.environ["JAX_PLATFORMS"] = "cpu"
-    sys.path.insert(0, REPO)
     import jax
 
     jax.config.update("jax_disable_most_optimizations", True)
@@ -104,7 +103,7 @@ def _worker(kind: str, port: int, process_id: int, num_processes: int, out: str,
         from flax import nnx
 
         from configs import synthetic
-        from vipdl import checkpointing, trainer
+        from vipdl import checkpointing, from_config, trainer
 
         config = synthetic.get_config("runlocal")
         config.eval.mode = "none"
@@ -115,7 +114,7 @@ def _worker(kind: str, port: int, process_id: int, num_processes: int, out: str,
         config.model.dropout_rate = 0.0
         config.optim.learning_rate = 1e-3  # The tolerance below is calibrated to this step size.
         trainer.train_and_evaluate(config, workdir)
-        model = trainer.create_model(config, rngs=nnx.Rngs(1))
+        model = from_config.create_model(config, rngs=nnx.Rngs(1))
         checkpointing.restore_model_weights(model, workdir)
         weights = jax.device_get(nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat))))
     if jax.process_index() == 0:

@@ -43,9 +43,9 @@ def _batch(n=16, seed=0):
 def _train(mesh, *, steps=2, accum=1, use_bn=True, min_fsdp_size=2**14):
     tx, schedule = optim.make_optimizer(learning_rate=1e-2, num_steps=10)
     with jax.set_mesh(mesh):
-        model, opt = trainer.create_train_state(
+        model, opt = trainer.make_sharded_init(
             lambda: _Toy(rngs=nnx.Rngs(0), use_bn=use_bn), tx, mesh, min_fsdp_size=min_fsdp_size
-        )
+        )()
         step = trainer.make_train_step(
             _loss_fn,
             schedule,
@@ -155,3 +155,31 @@ def test_gradient_accumulation_equals_full_batch():
     np.testing.assert_allclose(accum_metrics["train/loss"], full_metrics["train/loss"], rtol=1e-5)
     with pytest.raises(ValueError, match="grad_accum_steps"):
         trainer.make_train_step(_loss_fn, optax.constant_schedule(1.0), grad_accum_steps=0)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_train_step_is_traced_once(accum):
+    """The jitted train step compiles at the first step and is not retraced afterwards."""
+    traces = []
+
+    def counting_loss(predictions, batch):
+        traces.append(1)  # Runs only while JAX traces the step.
+        return _loss_fn(predictions, batch)
+
+    mesh = parallel.create_mesh()
+    tx, schedule = optim.make_optimizer(learning_rate=1e-2, num_steps=10)
+    with jax.set_mesh(mesh):
+        model, opt = trainer.make_sharded_init(lambda: _Toy(rngs=nnx.Rngs(0), use_bn=True), tx, mesh)()
+        step = trainer.make_train_step(
+            counting_loss,
+            schedule,
+            grad_accum_steps=accum,
+            mesh=mesh,
+            model_shardings=trainer.shardings_of(model),
+            optimizer_shardings=trainer.shardings_of(opt),
+        )
+        for i in range(3):
+            batch = parallel.make_global_batch(_batch(seed=i), parallel.batch_sharding(mesh))
+            model, opt, _ = step(model, opt, batch)
+    # One trace of the loss per step trace (the value-and-grad inside the scan body counts once).
+    assert len(traces) == 1

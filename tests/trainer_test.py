@@ -19,10 +19,9 @@ import pytest
 from flax import nnx
 from jax.experimental.compilation_cache import compilation_cache
 
-from vipdl import checkpointing, keys, optim, parallel, trainer
+from vipdl import checkpointing, from_config, keys, optim, parallel, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 from configs import synthetic  # noqa: E402
 
 NUM_STEPS = 4
@@ -65,7 +64,7 @@ def reference_run(cache_dir, tmp_path_factory):
 
 
 def _final_weights(workdir):
-    model = trainer.create_model(_config(), rngs=nnx.Rngs(1))
+    model = from_config.create_model(_config(), rngs=nnx.Rngs(1))
     checkpointing.restore_model_weights(model, workdir)
     return jax.device_get(nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat))))
 
@@ -86,20 +85,20 @@ def _steps(workdir):
 
 def test_create_model_maps_config_to_architecture():
     config = _config()
-    model = nnx.eval_shape(lambda: trainer.create_model(config, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: from_config.create_model(config, rngs=nnx.Rngs(0)))
     assert type(model).__name__ == "ViPDeepLab"
     assert model.num_classes == 8 and not model.use_depth
     config.model.meta_arch = "panoptic_deeplab"
-    model = nnx.eval_shape(lambda: trainer.create_model(config, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: from_config.create_model(config, rngs=nnx.Rngs(0)))
     assert type(model).__name__ == "PanopticDeepLab"
     config.model.meta_arch = "motion_deeplab"
     with pytest.raises(ValueError, match="meta_arch"):
-        trainer.create_model(config, rngs=nnx.Rngs(0))
+        from_config.create_model(config, rngs=nnx.Rngs(0))
     config = _config()
     config.data.dataset = "kitti_step"  # No depth ground truth.
     config.model.use_depth = True
     with pytest.raises(ValueError, match="use_depth"):
-        trainer.create_model(config, rngs=nnx.Rngs(0))
+        from_config.create_model(config, rngs=nnx.Rngs(0))
 
 
 def test_train_and_evaluate_writes_everything(reference_run):
@@ -129,7 +128,6 @@ def test_train_and_evaluate_writes_everything(reference_run):
 _KILL_DRIVER = textwrap.dedent(
     """
     import os, signal, sys, time
-    sys.path.insert(0, {repo!r})
     import jax
     jax.config.update("jax_disable_most_optimizations", True)
     jax.config.update("jax_compilation_cache_dir", {cache!r})
@@ -205,10 +203,10 @@ def test_non_finite_update_stops_with_step_and_keeps_last_checkpoint(reference_r
         shutil.rmtree(os.path.join(checkpointing.checkpoint_dir(workdir), str(step)))
     config = _config()
     mesh = parallel.create_mesh()
-    model = trainer.create_model(config, rngs=nnx.Rngs(0))
+    model = from_config.create_model(config, rngs=nnx.Rngs(0))
     tx, _ = optim.make_optimizer(learning_rate=1e-3, num_steps=NUM_STEPS)  # Same state layout.
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    iterator = trainer.create_train_iterator(config, mesh)
+    iterator = from_config.train_iterator(config, mesh)
     manager = checkpointing.create_manager(checkpointing.checkpoint_dir(workdir), keep=3)
     checkpointing.restore_checkpoint(manager, 2, model, optimizer, iterator)
     adam_nu = optimizer.opt_state[0].nu
@@ -225,7 +223,7 @@ def test_non_finite_update_stops_with_step_and_keeps_last_checkpoint(reference_r
         trainer.train_and_evaluate(config, workdir)
     assert "train/param_norm" in str(error.value) and "train/loss_semantic=" in str(error.value)
     assert _steps(workdir) == [2]
-    model = trainer.create_model(config, rngs=nnx.Rngs(0))
+    model = from_config.create_model(config, rngs=nnx.Rngs(0))
     checkpointing.restore_model_weights(model, workdir)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -434,3 +436,32 @@ def log_restore_report(restored: list[str], initialised: list[str], source: str)
     text = "\n".join(lines)
     logging.info("%s", text)
     return text
+
+
+# --- preemption -------------------------------------------------------------------------------
+
+
+class PreemptionWatcher:
+    """Turns SIGTERM into "save and stop after this step".
+
+    Multi-process runs use Orbax/JAX's preemption sync point (`manager.reached_preemption`),
+    which makes every process agree on the step; JAX installs its own SIGTERM notifier there. A
+    single process handles the signal itself; `close()` restores the previous handler.
+    """
+
+    def __init__(self, manager: ocp.CheckpointManager):
+        self._manager = manager
+        self._event = threading.Event()
+        self._previous = None
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return bool(self._manager.reached_preemption(step))
+        return self._event.is_set()
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None

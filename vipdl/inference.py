@@ -40,22 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vipdl import keys, video_io
-from vipdl.data.descriptors import DatasetDescriptor, get_descriptor
+from vipdl import from_config, keys, video_io
+from vipdl.data.descriptors import DatasetDescriptor, LabelConvention
 from vipdl.models.layers import resize_align_corners
-from vipdl.postprocess.panoptic import panoptic_from_predictions
+from vipdl.postprocess import iou_tracker, stitching, two_frame
+from vipdl.postprocess.panoptic import PostprocessOptions, panoptic_from_predictions
 
 Tracker = Literal["vip", "iou"]
-
-
-@dataclasses.dataclass(frozen=True)
-class PostprocessOptions:
-    """Panoptic-DeepLab post-processing knobs (spec §7.1; defaults of the ViP configs)."""
-
-    center_threshold: float = 0.1
-    nms_kernel: int = 13
-    keep_k_centers: int = 400
-    stuff_area_limit: int = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +94,7 @@ class VideoPredictor:
         *,
         descriptor: DatasetDescriptor,
         eval_crop_size_hw: tuple[int, int] | None = None,
-        center_threshold: float = 0.1,
-        nms_kernel: int = 13,
-        keep_k_centers: int = 400,
-        stuff_area_limit: int = 2048,
+        postprocess: PostprocessOptions | None = None,
         tracker: Tracker = "vip",
         memory_frames: int | None = None,
         stitching_mode: Literal["clean", "reference"] = "clean",
@@ -124,8 +112,7 @@ class VideoPredictor:
           descriptor: the dataset the model was trained on (classes, things, void, divisor).
           eval_crop_size_hw: model input size, e.g. (1025, 2049); None pads every frame to the
             smallest `output_stride * k + 1` that holds it.
-          center_threshold, nms_kernel, keep_k_centers, stuff_area_limit: post-processing
-            (spec §7.1).
+          postprocess: Panoptic-DeepLab post-processing options (default: deeplab2's).
           tracker: "vip" (ViP-DeepLab two-frame propagation + sequence stitching) or "iou"
             (per-frame panoptic + IoU tracker, the tracking-free baseline).
           memory_frames: frames a lost track is remembered for: the IoU tracker's inactivity
@@ -153,9 +140,7 @@ class VideoPredictor:
                 )
         self.descriptor = descriptor
         self.eval_crop_size_hw = None if eval_crop_size_hw is None else tuple(eval_crop_size_hw)
-        self.postprocess = PostprocessOptions(
-            float(center_threshold), int(nms_kernel), int(keep_k_centers), int(stuff_area_limit)
-        )
+        self.postprocess = PostprocessOptions() if postprocess is None else postprocess
         self.tracker = tracker
         self.memory_frames = None if memory_frames is None else int(memory_frames)
         self.stitching_mode = stitching_mode
@@ -205,13 +190,13 @@ class VideoPredictor:
           checkpoint: checkpoint directory; defaults to the workdir. Required with a config.
           which: "latest" or "best" checkpoint of that directory.
           **overrides: constructor arguments replacing the config's values (e.g. `tracker`,
-            `batch_size`, `center_threshold`).
+            `batch_size`, `postprocess`).
 
         Raises:
           ValueError: the checkpoint does not match the config (the mismatched parameters are
             named), or no checkpoint was given with a config.
         """
-        from vipdl import checkpointing, trainer
+        from vipdl import checkpointing
 
         if isinstance(workdir_or_config, (str, os.PathLike)):
             workdir = Path(workdir_or_config)
@@ -221,9 +206,23 @@ class VideoPredictor:
             config = workdir_or_config
             if checkpoint is None:
                 raise ValueError("from_checkpoint: a config needs an explicit checkpoint path")
-        model = trainer.create_model(config, rngs=nnx.Rngs(0))
+        model = from_config.create_model(config, rngs=nnx.Rngs(0))
         checkpointing.restore_model_weights(model, checkpoint, which=which)
-        kwargs = predictor_kwargs_from_config(config)
+        return cls.from_config(config, model, **overrides)
+
+    @classmethod
+    def from_config(cls, config: Any, model: nnx.Module, **overrides: Any) -> VideoPredictor:
+        """A predictor for `model` with the dataset, eval size and post-processing of `config`.
+
+        `overrides` replace constructor arguments (e.g. `tracker`, `batch_size`).
+        """
+        kwargs = dict(
+            descriptor=from_config.descriptor(config),
+            eval_crop_size_hw=from_config.eval_crop_size_hw(config),
+            postprocess=from_config.postprocess_options(config),
+            tracker="vip" if from_config.is_vip(config) else "iou",
+            output_stride=from_config.model_config(config).output_stride,
+        )
         kwargs.update(overrides)
         return cls(model, **kwargs)
 
@@ -262,13 +261,12 @@ class VideoPredictor:
             geometry = video_io.compute_geometry(
                 frame_hw, self.eval_crop_size_hw, output_stride=self.output_stride
             )
-            labels = _LabelConvention(
-                tuple(int(t) for t in self.descriptor.thing_ids),
-                int(self.descriptor.label_divisor),
-                int(self.descriptor.ignore_label),
-            )
             self._compiled[frame_hw] = _device_functions(
-                self._graphdef, geometry, labels, self.postprocess, bool(self.return_depth)
+                self._graphdef,
+                geometry,
+                self.descriptor.labels,
+                self.postprocess,
+                bool(self.return_depth),
             )
         return self._compiled[frame_hw]
 
@@ -304,10 +302,8 @@ class VideoPredictor:
 
     def _run_vip(self, fns: _DeviceFunctions, first: np.ndarray,
                  stream: Iterator[np.ndarray]) -> Iterator[FramePrediction]:
-        from vipdl.postprocess.stitching import VideoStitcher
-
         kwargs = {} if self.memory_frames is None else {"memory_frames": self.memory_frames}
-        stitcher = VideoStitcher(
+        stitcher = stitching.VideoStitcher(
             thing_ids=self.descriptor.thing_ids,
             label_divisor=self.descriptor.label_divisor,
             ignore_label=self.descriptor.ignore_label,
@@ -356,10 +352,8 @@ class VideoPredictor:
 
     def _run_iou(self, fns: _DeviceFunctions, first: np.ndarray,
                  stream: Iterator[np.ndarray]) -> Iterator[FramePrediction]:
-        from vipdl.postprocess.iou_tracker import IoUTracker
-
         kwargs = {} if self.memory_frames is None else {"max_inactive_frames": self.memory_frames}
-        tracker = IoUTracker(
+        tracker = iou_tracker.IoUTracker(
             thing_ids=self.descriptor.thing_ids,
             label_divisor=self.descriptor.label_divisor,
             **kwargs,
@@ -385,22 +379,6 @@ class VideoPredictor:
 # Helpers.
 
 
-def predictor_kwargs_from_config(config: Any) -> dict[str, Any]:
-    """Constructor arguments of `VideoPredictor` read from a training config."""
-    post = config.postprocess
-    meta_arch = str(config.model.meta_arch).lower()
-    return dict(
-        descriptor=get_descriptor(config.data.dataset),
-        eval_crop_size_hw=tuple(int(v) for v in config.data.eval_crop_size_hw),
-        center_threshold=float(post.center_threshold),
-        nms_kernel=int(post.nms_kernel),
-        keep_k_centers=int(post.keep_k_centers),
-        stuff_area_limit=int(post.stuff_area_limit),
-        tracker="vip" if "vip" in meta_arch else "iou",
-        output_stride=int(config.model.output_stride),
-    )
-
-
 def _checked_frames(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     size = None
     for i, frame in enumerate(frames):
@@ -415,17 +393,8 @@ def _checked_frames(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         yield frame
 
 
-@dataclasses.dataclass(frozen=True)
-class _LabelConvention:
-    """The hashable part of a descriptor the device functions need."""
-
-    thing_ids: tuple[int, ...]
-    label_divisor: int
-    ignore_label: int
-
-
 @functools.lru_cache(maxsize=16)
-def _device_functions(graphdef, geometry: video_io.FrameGeometry, labels: _LabelConvention,
+def _device_functions(graphdef, geometry: video_io.FrameGeometry, labels: LabelConvention,
                       options: PostprocessOptions, return_depth: bool) -> _DeviceFunctions:
     # Shared by predictors of equal model structure and settings (e.g. a new predictor per
     # evaluation round in training), so they compile once; weights are an argument.
@@ -435,11 +404,16 @@ def _device_functions(graphdef, geometry: video_io.FrameGeometry, labels: _Label
 class _DeviceFunctions:
     """The jitted device functions for one frame size (static shapes)."""
 
-    def __init__(self, graphdef, geometry: video_io.FrameGeometry, labels: _LabelConvention,
+    def __init__(self, graphdef, geometry: video_io.FrameGeometry, labels: LabelConvention,
                  options: PostprocessOptions, return_depth: bool):
         self.geometry = geometry
         self._graphdef = graphdef
-        self._two_frame_opts = dict(**dataclasses.asdict(labels), **dataclasses.asdict(options))
+        self._two_frame_opts = dict(
+            thing_ids=labels.thing_ids,
+            label_divisor=labels.label_divisor,
+            ignore_label=labels.ignore_label,
+            options=options,
+        )
         self._panoptic = functools.partial(_panoptic, **self._two_frame_opts)
         self._return_depth = return_depth
         # The cache (previous frame's features and outputs) is donated: each step replaces it.
@@ -491,8 +465,6 @@ class _DeviceFunctions:
 
     def _step(self, state, cache, frames: jax.Array):
         """Pairs (prev, n_0), (n_0, n_1), ... for the batch of new frames n_i."""
-        from vipdl.postprocess import two_frame
-
         model = nnx.merge(self._graphdef, state)
         prev_features, prev_decoded = cache
         features = model.encode(self._to_model_input(frames))

@@ -34,7 +34,6 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 from vipdl.data.descriptors import CITYSCAPES_VPS  # noqa: E402
 from vipdl.evaluation import writers  # noqa: E402

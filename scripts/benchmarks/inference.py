@@ -36,7 +36,7 @@ from vipdl import video_io
 from vipdl.data.descriptors import CITYSCAPES_DVPS, SYNTHETIC
 from vipdl.inference import VideoPredictor
 from vipdl.models import ModelConfig, ViPDeepLab, aspp_pool_size
-from vipdl.postprocess import two_frame
+from vipdl.postprocess import PostprocessOptions, two_frame
 from vipdl.postprocess.panoptic import panoptic_from_predictions
 from vipdl.postprocess.stitching import VideoStitcher
 
@@ -78,9 +78,10 @@ def make_model(kind: str) -> tuple[ViPDeepLab, object, tuple[int, int]]:
 
 def post_options(descriptor, small: bool) -> dict:
     return dict(thing_ids=descriptor.thing_ids, label_divisor=descriptor.label_divisor,
-                ignore_label=descriptor.ignore_label, center_threshold=0.1,
-                nms_kernel=7 if small else 13, keep_k_centers=64 if small else 400,
-                stuff_area_limit=64 if small else 2048)
+                ignore_label=descriptor.ignore_label,
+                options=PostprocessOptions(center_threshold=0.1, nms_kernel=7 if small else 13,
+                                           keep_k_centers=64 if small else 400,
+                                           stuff_area_limit=64 if small else 2048))
 
 
 def timed_per_frame(fn, n: int) -> float:
@@ -201,17 +202,15 @@ def main(argv=None) -> int:
                                                       repeats)
     log(f"stages: model {t_model:.3f} s, post {t_post:.3f} s, stitching {t_stitch:.4f} s")
     predictor = VideoPredictor(model, descriptor=descriptor, eval_crop_size_hw=crop,
-                               **{k: v for k, v in post_options(descriptor, quick).items()
-                                  if k not in ("thing_ids", "label_divisor", "ignore_label")})
+                               postprocess=post_options(descriptor, quick)["options"])
     fps = predictor_fps(predictor, frames)
     log(f"predictor: {fps:.3f} frames/s")
     base_fps = reference_runner_fps(model, descriptor, frames, crop, quick)
     log(f"reference runner: {base_fps:.3f} frames/s")
 
     tiny, tiny_descriptor, _ = make_model("tiny") if not quick else (model, descriptor, None)
-    mem_opts = {k: v for k, v in post_options(tiny_descriptor, True).items()
-                if k not in ("thing_ids", "label_divisor", "ignore_label")}
-    mem_predictor = VideoPredictor(tiny, descriptor=tiny_descriptor, **mem_opts)
+    mem_predictor = VideoPredictor(tiny, descriptor=tiny_descriptor,
+                                   postprocess=post_options(tiny_descriptor, True)["options"])
     streaming = memory_curve(mem_predictor, mem_frames, mem_hw, keep=False)
     keeping = memory_curve(mem_predictor, mem_frames, mem_hw, keep=True)
 

@@ -32,8 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-
 from vipdl import keys, losses  # noqa: E402
 from vipdl.models import ModelConfig, ViPDeepLab, layers  # noqa: E402
 

@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import os
 import platform
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vipdl import keys
-from vipdl.postprocess import panoptic, reference, two_frame
+from vipdl.postprocess import PostprocessOptions, panoptic, two_frame
 from vipdl.postprocess.iou_tracker import IoUTracker
 from vipdl.postprocess.stitching import VideoStitcher
 
@@ -34,11 +36,22 @@ OPTIONS = dict(
     thing_ids=THINGS,
     label_divisor=D,
     ignore_label=32,
-    center_threshold=0.1,
-    nms_kernel=13,
-    keep_k_centers=400,
-    stuff_area_limit=2048,
+    options=PostprocessOptions(
+        center_threshold=0.1, nms_kernel=13, keep_k_centers=400, stuff_area_limit=2048
+    ),
 )
+
+
+def _numpy_reference():
+    """The numpy twin of the post-processing, kept with the tests that compare against it."""
+    path = Path(__file__).resolve().parents[2] / "tests" / "postprocess" / "numpy_reference.py"
+    spec = importlib.util.spec_from_file_location("numpy_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reference = _numpy_reference()
 
 
 def model_like(rng, height, width, num_classes=19, num_peaks=60):
@@ -164,17 +177,7 @@ def bench_stitching(height, width, num_frames):
         return (time.perf_counter() - start) / len(pairs) * 1e3
 
     rows["stitch_pair, numpy reference"] = per_frame(
-        lambda: None, lambda _, p: reference.stitch_pair(p[1], p[2], label_divisor=D)
-    )
-    stitch_jax = jax.jit(functools.partial(two_frame.stitch_pair, label_divisor=D))
-    c0, n0 = jnp.asarray(pairs[0][1]), jnp.asarray(pairs[0][2])
-    stitch_jax(c0, n0).block_until_ready()
-    device_pairs = [(jnp.asarray(p[1]), jnp.asarray(p[2])) for p in pairs]
-    start = time.perf_counter()
-    for c, n in device_pairs:
-        stitch_jax(c, n).block_until_ready()
-    rows["stitch_pair, jitted (max_segments=1024)"] = (
-        (time.perf_counter() - start) / len(pairs) * 1e3
+        lambda: None, lambda _, p: two_frame.stitch_pair(p[1], p[2], label_divisor=D)
     )
     for name, kwargs in [
         ("VideoStitcher clean (incl. stitch_pair)", {}),

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.data import eval_batches
 from vipdl import keys
 from vipdl.data import descriptors, pipeline, synthetic, targets
 
@@ -228,16 +229,16 @@ def test_eval_batches_keep_order_pad_and_mask():
             }
         )
     kw = dict(descriptor=DESC, crop_size_hw=(13, 17), batch_size=2, shard_count=2)
-    shards = [list(pipeline.make_eval_batches(src, shard_index=p, **kw)) for p in range(2)]
+    shards = [list(eval_batches.make_eval_batches(src, shard_index=p, **kw)) for p in range(2)]
     assert [len(s) for s in shards] == [2, 2]
-    assert pipeline.num_eval_batches(5, batch_size=2, shard_count=2) == 2
-    valid = [np.concatenate([b[pipeline.VALID] for b in s]).tolist() for s in shards]
+    assert eval_batches.num_eval_batches(5, batch_size=2, shard_count=2) == 2
+    valid = [np.concatenate([b[eval_batches.VALID] for b in s]).tolist() for s in shards]
     assert valid == [[True, True, True, False], [True, True, False, False]]
     frames = [np.concatenate([b[keys.FRAME_INDEX] for b in s]).tolist() for s in shards]
     assert frames == [[0, 1, 2, -1], [3, 4, -1, -1]]
     batch = shards[1][0]
     assert batch[keys.SEQUENCE_ID].tolist() == ["b", "b"]
-    np.testing.assert_array_equal(batch[pipeline.IMAGE_SIZE], [[10, 12], [10, 12]])
+    np.testing.assert_array_equal(batch[eval_batches.IMAGE_SIZE], [[10, 12], [10, 12]])
     image = batch[keys.GT_IMAGE]
     assert image.shape == (2, 13, 17, 6) and image.dtype == np.float32
     np.testing.assert_array_equal(image[0, :10, :12, :3], src[3][keys.IMAGE])
@@ -255,7 +256,7 @@ def test_eval_batches_keep_order_pad_and_mask():
     with_depth = [{**e, keys.DEPTH: np.full((10, 12), 4.5, np.float32)} for e in src]
     single = next(
         iter(
-            pipeline.make_eval_batches(
+            eval_batches.make_eval_batches(
                 with_depth,
                 descriptor=DESC,
                 crop_size_hw=(11, 12),
@@ -272,7 +273,7 @@ def test_eval_batches_keep_order_pad_and_mask():
     with pytest.raises(ValueError, match="exceeds the eval crop"):
         next(
             iter(
-                pipeline.make_eval_batches(src, descriptor=DESC, crop_size_hw=(9, 12), batch_size=1)
+                eval_batches.make_eval_batches(src, descriptor=DESC, crop_size_hw=(9, 12), batch_size=1)
             )
         )
 

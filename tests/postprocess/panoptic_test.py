@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from vipdl.postprocess import panoptic, reference
+from tests.postprocess import numpy_reference as reference
+from vipdl.postprocess import panoptic
 
 D = 1000
 VOID = 255 * D
@@ -21,6 +22,7 @@ def _logits(semantic: np.ndarray, num_classes: int = 3) -> np.ndarray:
 
 def _both(logits, heat, offsets, **options) -> np.ndarray:
     """Runs JAX and numpy; asserts they agree; returns the map."""
+    options = reference.with_options(**options)
     fast = np.asarray(panoptic.panoptic_from_predictions(logits, heat, offsets, **options))
     slow = reference.panoptic_from_predictions(logits, heat, offsets, **options)
     np.testing.assert_array_equal(fast, slow)
@@ -183,7 +185,7 @@ def test_vmap_and_jit_over_a_batch(model_like):
     rng = np.random.default_rng(7)
     batch = [model_like(rng, 24, 40, 6, 10, quantize=True) for _ in range(3)]
     logits, heat, offsets = (np.stack(x) for x in zip(*batch))
-    options = dict(keep_k_centers=16, stuff_area_limit=30, **RANDOM)
+    options = reference.with_options(keep_k_centers=16, stuff_area_limit=30, **RANDOM)
     fn = jax.jit(jax.vmap(functools.partial(panoptic.panoptic_from_predictions, **options)))
     out = np.asarray(fn(logits, heat, offsets))
     for i in range(3):
@@ -196,23 +198,30 @@ def test_bad_inputs_raise_clear_errors():
     heat = np.zeros((4, 4), np.float32)
     offsets = np.zeros((4, 4, 2), np.float32)
     with pytest.raises(ValueError, match="center_heatmap"):
-        panoptic.panoptic_from_predictions(logits, heat[None], offsets, **HAND)
+        panoptic.panoptic_from_predictions(logits, heat[None], offsets, **reference.with_options(**HAND))
     with pytest.raises(ValueError, match="offset_map"):
-        panoptic.panoptic_from_predictions(logits, heat, offsets[..., :1], **HAND)
+        panoptic.panoptic_from_predictions(
+            logits, heat, offsets[..., :1], **reference.with_options(**HAND)
+        )
     with pytest.raises(ValueError, match="thing_ids"):
-        panoptic.panoptic_from_predictions(logits, heat, offsets, **{**HAND, "thing_ids": (5,)})
+        panoptic.panoptic_from_predictions(
+            logits, heat, offsets, **reference.with_options(**{**HAND, "thing_ids": (5,)})
+        )
     # 4 center slots could number 4 persons: instance id 4 does not fit label_divisor 4.
     with pytest.raises(ValueError, match="center slots"):
         panoptic.panoptic_from_predictions(
-            logits, heat, offsets, **{**HAND, "label_divisor": 4, "ignore_label": 3}
+            logits, heat, offsets,
+            **reference.with_options(**{**HAND, "label_divisor": 4, "ignore_label": 3}),
         )
     with pytest.raises(ValueError, match="ignore_label"):
-        panoptic.panoptic_from_predictions(logits, heat, offsets, **{**HAND, "ignore_label": D})
+        panoptic.panoptic_from_predictions(
+            logits, heat, offsets, **reference.with_options(**{**HAND, "ignore_label": D})
+        )
 
 
 def test_panoptic_from_semantic_equals_the_logits_entry_point(model_like):
     logits, heat, offsets = model_like(np.random.default_rng(11), 24, 40, 6, 10)
-    options = dict(keep_k_centers=16, stuff_area_limit=30, **RANDOM)
+    options = reference.with_options(keep_k_centers=16, stuff_area_limit=30, **RANDOM)
     from_logits = panoptic.panoptic_from_predictions(logits, heat, offsets, **options)
     from_labels = panoptic.panoptic_from_semantic(
         np.argmax(logits, -1), heat, offsets, num_classes=6, **options

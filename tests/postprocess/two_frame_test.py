@@ -3,12 +3,12 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.postprocess import numpy_reference as reference
 from vipdl import keys
-from vipdl.postprocess import reference, two_frame
+from vipdl.postprocess import two_frame
 
 D = 1000
 OPTIONS = dict(thing_ids=(1, 2), label_divisor=D, ignore_label=255, nms_kernel=3, keep_k_centers=4)
@@ -45,7 +45,7 @@ def test_canvas_propagates_ids_and_counts_stuff_over_both_frames():
     next_offsets = _to_origin(2, 4)
     # Road has 4 pixels per frame, 8 on the canvas: limit 8 keeps it in both halves.
     panoptic_t, concat_next = two_frame.two_frame_panoptic(
-        pred_t, pred_t1, next_offsets, stuff_area_limit=8, **OPTIONS
+        pred_t, pred_t1, next_offsets, **reference.with_options(stuff_area_limit=8, **OPTIONS)
     )
     np.testing.assert_array_equal(panoptic_t, [[1001, 1001, 0, 0], [1001, 1001, 0, 0]])
     np.testing.assert_array_equal(concat_next, [[0, 1001, 1001, 0], [0, 1001, 1001, 0]])
@@ -54,8 +54,7 @@ def test_canvas_propagates_ids_and_counts_stuff_over_both_frames():
         pred_t[keys.PRED_SEMANTIC_LOGITS],
         heat_t,
         pred_t[keys.PRED_OFFSET_MAP],
-        stuff_area_limit=8,
-        **OPTIONS,
+        **reference.with_options(stuff_area_limit=8, **OPTIONS),
     )
     np.testing.assert_array_equal(alone[:, 2:], 255 * D)
 
@@ -78,7 +77,7 @@ def test_build_canvas_layout():
 
 def test_two_frame_equals_numpy_reference_under_vmap(model_like):
     rng = np.random.default_rng(3)
-    options = dict(
+    options = reference.with_options(
         thing_ids=(2, 3, 4),
         label_divisor=D,
         ignore_label=255,
@@ -119,8 +118,7 @@ NEXT = np.array([[0, 1, 1, 0], [0, 1, 1, 0], [0, 2, 2, 0], [2, 2, 3, 3]]) * D + 
 )
 
 
-@pytest.mark.parametrize("backend", ["numpy", "jax"])
-def test_stitch_pair_deeplab2_example(backend):
+def test_stitch_pair_deeplab2_example():
     # Segments (label: pixels). Concat: 1 = col 0 rows 0-2 + (0, 1) [4 px], 2 = col 3 rows
     # 0-2 + (0, 2) [4 px], 1000 stuff [2], 2001 = (2, 1), (2, 2), 2002 = (3, 0), (3, 1),
     # 3001 = (3, 2), (3, 3). Next: 2 = col 0 rows 0-2 [3 px], 1 = col 3 rows 0-2 [3 px],
@@ -133,13 +131,8 @@ def test_stitch_pair_deeplab2_example(backend):
     expected = np.array([[0, 1, 1, 0], [0, 1, 1, 0], [0, 2, 2, 0], [2, 2, 3, 3]]) * D + np.array(
         [[1, 0, 0, 2], [1, 0, 0, 2], [1, 1, 1, 2], [2, 2, 1, 1]]
     )
-    if backend == "jax":
-        out = np.asarray(
-            two_frame.stitch_pair(jnp.asarray(CONCAT), jnp.asarray(NEXT), label_divisor=D)
-        )
-    else:
-        out = two_frame.stitch_pair(CONCAT, NEXT, label_divisor=D)
-        assert isinstance(out, np.ndarray)
+    out = two_frame.stitch_pair(CONCAT, NEXT, label_divisor=D)
+    assert isinstance(out, np.ndarray)
     np.testing.assert_array_equal(out, expected)
 
 
@@ -152,37 +145,6 @@ def test_stitch_pair_unmatched_become_new_and_mutuality_required():
     nxt = np.array([[1001, 1001, 1001, 1002, 2001]])
     expected = [[1001, 1001, 1001, 1502, 2501]]
     np.testing.assert_array_equal(two_frame.stitch_pair(concat, nxt, label_divisor=D), expected)
-    out = two_frame.stitch_pair(jnp.asarray(concat), jnp.asarray(nxt), label_divisor=D)
-    np.testing.assert_array_equal(out, expected)
-
-
-def test_stitch_pair_jax_equals_numpy_on_random_maps():
-    rng = np.random.default_rng(0)
-
-    def random_map():
-        # Blocky maps: 2x2 cells of a class in {0 stuff, 1, 2 things} and an id in 0..3.
-        cls = rng.integers(0, 3, (6, 8)).repeat(2, 0).repeat(2, 1)
-        ins = rng.integers(0, 4, (6, 8)).repeat(2, 0).repeat(2, 1)
-        ins = np.where(cls == 0, 0, ins)
-        return (cls * D + ins).astype(np.int32)
-
-    pairs = [(random_map(), random_map()) for _ in range(8)]
-    concat, nxt = (np.stack(x) for x in zip(*pairs))
-    fn = jax.jit(
-        jax.vmap(functools.partial(two_frame.stitch_pair, label_divisor=D, max_segments=64))
-    )
-    out = np.asarray(fn(jnp.asarray(concat), jnp.asarray(nxt)))
-    for i, (c, n) in enumerate(pairs):
-        np.testing.assert_array_equal(out[i], reference.stitch_pair(c, n, label_divisor=D))
-
-
-def test_stitch_pair_segments_beyond_the_device_table_are_new():
-    concat = np.array([[1001, 1002, 1003]])
-    # Only the two smallest labels fit in a 2-slot table: 1003 cannot be matched.
-    out = two_frame.stitch_pair(
-        jnp.asarray(concat), jnp.asarray(concat), label_divisor=D, max_segments=2
-    )
-    np.testing.assert_array_equal(out, [[1001, 1002, 1503]])
 
 
 def test_stitch_pair_rejects_ids_that_would_overflow():

@@ -293,10 +293,6 @@ def load_config_file(spec: str):
         return checkpointing.load_config(str(file.parent))
     if file.suffix != ".py":
         raise ValueError(f"config {path}: expected a .py or .json file")
-    # Config files import their siblings as `configs.common`: make the repository importable.
-    for root in (str(file.resolve().parent.parent), str(file.resolve().parent)):
-        if root not in sys.path:
-            sys.path.insert(0, root)
     module_spec = importlib.util.spec_from_file_location(f"_vipdl_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

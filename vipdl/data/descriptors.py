@@ -16,6 +16,26 @@ RGB = tuple[int, int, int]
 
 
 @dataclasses.dataclass(frozen=True)
+class LabelConvention:
+    """How class and instance share one int32 label: `panoptic = class * label_divisor + instance`.
+
+    The part of a `DatasetDescriptor` that per-example and on-device code needs: small, hashable
+    (a static `jit` argument) and picklable (grain workers). See docs/datasets.md.
+
+    Attributes:
+        num_classes: semantic classes (void excluded).
+        thing_ids: class ids that carry instance (track) ids.
+        ignore_label: semantic id of void pixels; void panoptic = ignore_label * label_divisor.
+        label_divisor: the D of `class * D + instance`.
+    """
+
+    num_classes: int
+    thing_ids: tuple[int, ...]
+    ignore_label: int
+    label_divisor: int
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetDescriptor:
     """Static description of a video panoptic dataset.
 
@@ -64,6 +84,16 @@ class DatasetDescriptor:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def labels(self) -> LabelConvention:
+        """The label convention of this dataset."""
+        return LabelConvention(
+            num_classes=self.num_classes,
+            thing_ids=tuple(int(t) for t in self.thing_ids),
+            ignore_label=int(self.ignore_label),
+            label_divisor=int(self.label_divisor),
+        )
 
     @property
     def void_label(self) -> int:

@@ -21,6 +21,7 @@ rounding of a float32 square root.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -28,6 +29,35 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+
+@dataclasses.dataclass(frozen=True)
+class PostprocessOptions:
+    """Panoptic-DeepLab post-processing knobs (docs/postprocessing.md; deeplab2's defaults).
+
+    Attributes:
+      center_threshold: heatmap values <= threshold are no centers.
+      nms_kernel: max-pool NMS window (odd, >= 1).
+      keep_k_centers: maximum number of centers (static slots); <= 0 keeps all (one slot per
+        pixel, small maps only). Must give fewer slots than the label divisor.
+      stuff_area_limit: a stuff class is kept if its area is >= this many pixels.
+    """
+
+    center_threshold: float = 0.1
+    nms_kernel: int = 13
+    keep_k_centers: int = 400
+    stuff_area_limit: int = 2048
+
+    def __post_init__(self):
+        # Normalised types keep equal options equal as jit static arguments.
+        object.__setattr__(self, "center_threshold", float(self.center_threshold))
+        for name in ("nms_kernel", "keep_k_centers", "stuff_area_limit"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.nms_kernel < 1:
+            raise ValueError(f"PostprocessOptions.nms_kernel must be >= 1, got {self.nms_kernel}")
+
+
+DEFAULT_OPTIONS = PostprocessOptions()
 
 
 class Centers(NamedTuple):
@@ -240,8 +270,7 @@ def _validate(
     thing_ids,
     label_divisor,
     ignore_label,
-    nms_kernel,
-    keep_k_centers,
+    options: PostprocessOptions,
 ) -> None:
     if center_heatmap.shape != (height, width):
         raise ValueError(
@@ -260,12 +289,10 @@ def _validate(
         raise ValueError(
             f"ignore_label {ignore_label} must be in [0, label_divisor={label_divisor})"
         )
-    if nms_kernel < 1:
-        raise ValueError(f"nms_kernel must be >= 1, got {nms_kernel}")
-    slots = num_center_slots(keep_k_centers, height * width)
+    slots = num_center_slots(options.keep_k_centers, height * width)
     if slots >= label_divisor:
         raise ValueError(
-            f"keep_k_centers={keep_k_centers} gives {slots} center slots; per-class instance ids "
+            f"keep_k_centers={options.keep_k_centers} gives {slots} center slots; per-class instance ids "
             f"could then reach label_divisor={label_divisor}. Use fewer centers."
         )
 
@@ -277,10 +304,7 @@ def _validate(
         "thing_ids",
         "label_divisor",
         "ignore_label",
-        "center_threshold",
-        "nms_kernel",
-        "keep_k_centers",
-        "stuff_area_limit",
+        "options",
     ),
 )
 def _panoptic_jit(
@@ -292,19 +316,16 @@ def _panoptic_jit(
     thing_ids,
     label_divisor,
     ignore_label,
-    center_threshold,
-    nms_kernel,
-    keep_k_centers,
-    stuff_area_limit,
+    options: PostprocessOptions,
 ):
     if semantic.ndim == 3:  # logits or probabilities
         semantic = jnp.argmax(semantic, axis=-1)
     semantic = semantic.astype(jnp.int32)
     centers = find_centers(
         center_heatmap,
-        center_threshold=center_threshold,
-        nms_kernel=nms_kernel,
-        keep_k_centers=keep_k_centers,
+        center_threshold=options.center_threshold,
+        nms_kernel=options.nms_kernel,
+        keep_k_centers=options.keep_k_centers,
     )
     is_thing_class = jnp.zeros((num_classes,), bool).at[jnp.asarray(thing_ids, jnp.int32)].set(True)
     instance = jnp.where(is_thing_class[semantic], group_pixels(centers, offset_map), 0)
@@ -316,7 +337,7 @@ def _panoptic_jit(
         thing_ids=thing_ids,
         label_divisor=label_divisor,
         ignore_label=ignore_label,
-        stuff_area_limit=stuff_area_limit,
+        stuff_area_limit=options.stuff_area_limit,
     )
 
 
@@ -329,10 +350,7 @@ def panoptic_from_semantic(
     thing_ids: Sequence[int],
     label_divisor: int,
     ignore_label: int,
-    center_threshold: float = 0.1,
-    nms_kernel: int = 13,
-    keep_k_centers: int = 400,
-    stuff_area_limit: int = 2048,
+    options: PostprocessOptions = DEFAULT_OPTIONS,
 ) -> jax.Array:
     """`panoptic_from_predictions` from a semantic label map instead of logits.
 
@@ -354,10 +372,7 @@ def panoptic_from_semantic(
         thing_ids=thing_ids,
         label_divisor=label_divisor,
         ignore_label=ignore_label,
-        center_threshold=center_threshold,
-        nms_kernel=nms_kernel,
-        keep_k_centers=keep_k_centers,
-        stuff_area_limit=stuff_area_limit,
+        options=options,
     )
 
 
@@ -369,10 +384,7 @@ def panoptic_from_predictions(
     thing_ids: Sequence[int],
     label_divisor: int,
     ignore_label: int,
-    center_threshold: float = 0.1,
-    nms_kernel: int = 13,
-    keep_k_centers: int = 400,
-    stuff_area_limit: int = 2048,
+    options: PostprocessOptions = DEFAULT_OPTIONS,
 ) -> jax.Array:
     """Panoptic-DeepLab post-processing of one image (spec §7.1), jitted with static shapes.
 
@@ -387,11 +399,7 @@ def panoptic_from_predictions(
       thing_ids: class ids that carry instances.
       label_divisor: D of `class * D + instance`.
       ignore_label: void class; void pixels are `ignore_label * D`.
-      center_threshold: heatmap values <= threshold are no centers.
-      nms_kernel: max-pool NMS window.
-      keep_k_centers: maximum number of centers (static slots); <= 0 keeps all (one slot per
-        pixel, small maps only). Must give fewer slots than `label_divisor`.
-      stuff_area_limit: a stuff class is kept if its area is >= this many pixels.
+      options: the post-processing knobs (static).
 
     Returns:
       int32 [height, width] panoptic map.
@@ -408,10 +416,7 @@ def panoptic_from_predictions(
         thing_ids=thing_ids,
         label_divisor=label_divisor,
         ignore_label=ignore_label,
-        center_threshold=center_threshold,
-        nms_kernel=nms_kernel,
-        keep_k_centers=keep_k_centers,
-        stuff_area_limit=stuff_area_limit,
+        options=options,
     )
 
 
@@ -424,10 +429,7 @@ def _run(
     thing_ids,
     label_divisor,
     ignore_label,
-    center_threshold,
-    nms_kernel,
-    keep_k_centers,
-    stuff_area_limit,
+    options: PostprocessOptions,
 ):
     """Validates (trace-time shapes and options) and calls the jitted core with hashable
     static options."""
@@ -442,8 +444,7 @@ def _run(
         thing_ids,
         label_divisor,
         ignore_label,
-        nms_kernel,
-        keep_k_centers,
+        options,
     )
     return _panoptic_jit(
         semantic,
@@ -453,8 +454,5 @@ def _run(
         thing_ids=thing_ids,
         label_divisor=int(label_divisor),
         ignore_label=int(ignore_label),
-        center_threshold=float(center_threshold),
-        nms_kernel=int(nms_kernel),
-        keep_k_centers=int(keep_k_centers),
-        stuff_area_limit=int(stuff_area_limit),
+        options=options,
     )

@@ -6,8 +6,7 @@ t+1 with the same ids (`concat_next_t1`) and frame t+1 post-processed on its own
 (`next_panoptic_t1`). `VideoStitcher.update` consumes one pair at a time and returns the
 tracked map of frame t+1. Frame 0 comes from `first(panoptic_0)` (call it with the first
 pair's `panoptic_t`), or, if `first` is skipped, from `first_frame` after the first `update`.
-If the pair stitch already ran on device (`two_frame.stitch_pair` under `jit`), pass its output
-as the second argument and omit the third. State is the previous output frame plus a bounded
+State is the previous output frame plus a bounded
 memory of recently seen tracks, so memory is constant in the video length.
 
 Usage::
@@ -51,7 +50,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from vipdl.postprocess import reference
+from vipdl.postprocess import two_frame
 
 
 class TrackIdOverflowError(ValueError):
@@ -217,16 +216,14 @@ class VideoStitcher:
     def update(
         self,
         panoptic_t: np.ndarray,
-        next_t1: np.ndarray,
-        next_panoptic_t1: np.ndarray | None = None,
+        concat_next_t1: np.ndarray,
+        next_panoptic_t1: np.ndarray,
     ) -> np.ndarray:
         """Consumes the outputs of pair (t, t+1) and returns the tracked map of frame t+1.
 
         Args:
           panoptic_t: int [h, w], frame t from the two-frame canvas.
-          next_t1: int [h, w]; with `next_panoptic_t1` given, `concat_next_t1` (frame t+1 from
-            the same canvas, ids shared with frame t) and the pair is stitched here; without
-            it, frame t+1 already stitched by `two_frame.stitch_pair`.
+          concat_next_t1: int [h, w], frame t+1 from the same canvas (ids shared with frame t).
           next_panoptic_t1: int [h, w], frame t+1 post-processed on its own (raw ids).
 
         Returns:
@@ -237,13 +234,10 @@ class VideoStitcher:
           TrackIdOverflowError: if a track id would reach the label divisor (nothing is
             updated).
         """
-        if next_panoptic_t1 is None:
-            p, q = self._check_maps(panoptic_t=panoptic_t, stitched_next_t1=next_t1)
-        else:
-            p, c, n = self._check_maps(
-                panoptic_t=panoptic_t, concat_next_t1=next_t1, next_panoptic_t1=next_panoptic_t1
-            )
-            q = reference.stitch_pair(c, n, label_divisor=self.label_divisor).astype(np.int64)
+        p, c, n = self._check_maps(
+            panoptic_t=panoptic_t, concat_next_t1=concat_next_t1, next_panoptic_t1=next_panoptic_t1
+        )
+        q = two_frame.stitch_pair(c, n, label_divisor=self.label_divisor).astype(np.int64)
         if self.mode == "reference":
             return self._update_reference(p, q)
         return self._update_clean(p, q)

@@ -10,8 +10,9 @@ Majority vote and the stuff area test therefore run over both frames jointly (sp
 
 `stitch_pair` then transfers those shared ids onto frame t+1's standalone panoptic map by
 mutual-best IoU (no threshold, same class, instance 0 excluded); unmatched segments keep their
-id + D // 2 and are new instances. It runs on device (static shapes, under `jit`/`vmap`) for JAX
-inputs and as the numpy reference (`reference.stitch_pair`) for numpy inputs.
+id + D // 2 and are new instances. It runs on the host in numpy (deeplab2's
+`stitch_video_panoptic_prediction`); a static-shape on-device version was measured 6.7x slower
+on CPU and removed (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import numpy as np
 
 from vipdl import keys
 from vipdl.postprocess import panoptic as panoptic_lib
-from vipdl.postprocess import reference
 
 
 def build_canvas(
@@ -80,10 +80,7 @@ def build_canvas(
         "thing_ids",
         "label_divisor",
         "ignore_label",
-        "center_threshold",
-        "nms_kernel",
-        "keep_k_centers",
-        "stuff_area_limit",
+        "options",
     ),
 )
 def _two_frame_jit(pred_t, pred_t1, next_offset_map, **options):
@@ -110,15 +107,12 @@ def two_frame_panoptic(
     thing_ids,
     label_divisor: int,
     ignore_label: int,
-    center_threshold: float = 0.1,
-    nms_kernel: int = 13,
-    keep_k_centers: int = 400,
-    stuff_area_limit: int = 2048,
+    options: panoptic_lib.PostprocessOptions = panoptic_lib.DEFAULT_OPTIONS,
 ) -> tuple[jax.Array, jax.Array]:
     """Two-frame ViP-DeepLab post-processing of one pair (spec §7.2 steps 3-4), jitted.
 
-    Works under `jax.vmap` over a leading batch axis of all inputs. Options are those of
-    `panoptic.panoptic_from_predictions`.
+    Works under `jax.vmap` over a leading batch axis of all inputs. Label convention and
+    options are those of `panoptic.panoptic_from_predictions`.
 
     Args:
       pred_t, pred_t1, next_offset_map: see `build_canvas`.
@@ -137,109 +131,78 @@ def two_frame_panoptic(
         thing_ids=tuple(int(t) for t in thing_ids),
         label_divisor=int(label_divisor),
         ignore_label=int(ignore_label),
-        center_threshold=float(center_threshold),
-        nms_kernel=int(nms_kernel),
-        keep_k_centers=int(keep_k_centers),
-        stuff_area_limit=int(stuff_area_limit),
+        options=options,
     )
 
 
-# Default size of the on-device segment tables of `stitch_pair`: a post-processed map has at
-# most keep_k_centers thing segments plus one per stuff class and void (400 + 19 + 1 for the
-# Cityscapes configs).
-DEFAULT_MAX_SEGMENTS = 1024
+def pair_matches(
+    concat_next: np.ndarray, next_panoptic: np.ndarray, *, label_divisor: int
+) -> dict[int, int]:
+    """Mutual-best-IoU matches of spec §7.2 steps 6b-6d: {next label: concat label}.
 
-
-@functools.partial(jax.jit, static_argnames=("label_divisor", "max_segments"))
-def _stitch_pair_jax(concat_next, next_panoptic, *, label_divisor, max_segments):
-    shape = next_panoptic.shape
-    a = concat_next.reshape(-1).astype(jnp.int32)
-    b = next_panoptic.reshape(-1).astype(jnp.int32)
-    s = max_segments
-    fill = jnp.iinfo(jnp.int32).max
-
-    def table(x):
-        labels = jnp.unique(x, size=s, fill_value=fill)  # sorted, padded with `fill`
-        slot = jnp.clip(jnp.searchsorted(labels, x), 0, s - 1)
-        found = labels[slot] == x
-        return labels, jnp.where(found, slot, s), found  # slot s = "not in the table"
-
-    labels_a, slot_a, _ = table(a)
-    labels_b, slot_b, found_b = table(b)
-    ones = jnp.ones_like(a)
-    area_a = jax.ops.segment_sum(ones, slot_a, num_segments=s + 1)[:s]
-    area_b = jax.ops.segment_sum(ones, slot_b, num_segments=s + 1)[:s]
-    inter = jax.ops.segment_sum(ones, slot_a * (s + 1) + slot_b, num_segments=(s + 1) ** 2)
-    inter = inter.reshape(s + 1, s + 1)[:s, :s]
-
-    def is_instance(labels):
-        return (labels != fill) & (labels % label_divisor > 0)
-
-    candidate = (
-        (inter > 0)
-        & (labels_a[:, None] // label_divisor == labels_b[None, :] // label_divisor)
-        & is_instance(labels_a)[:, None]
-        & is_instance(labels_b)[None, :]
-    )
-    union = area_a[:, None] + area_b[None, :] - inter
-    iou = jnp.where(candidate, inter.astype(jnp.float32) / jnp.maximum(union, 1), -1.0)
-    # The reference visits pairs by ascending IoU in label order and keeps the last partner:
-    # on equal IoU the larger label (slot) wins. Plain max reductions (cheaper than argmax).
-    index = jnp.arange(s)
-    best_b = jnp.max(jnp.where(iou == jnp.max(iou, axis=1, keepdims=True), index[None, :], -1), 1)
-    best_a = jnp.max(jnp.where(iou == jnp.max(iou, axis=0, keepdims=True), index[:, None], -1), 0)
-    has_a = jnp.any(candidate, axis=1)
-    has_b = jnp.any(candidate, axis=0)
-    mutual = has_b & has_a[best_a] & (best_b[best_a] == index)
-    offset = label_divisor // 2
-    unmatched = jnp.where(labels_b % label_divisor > 0, labels_b + offset, labels_b)
-    new_labels = jnp.where(mutual, labels_a[best_a], unmatched)
-    raw = jnp.where(b % label_divisor > 0, b + offset, b)
-    out = jnp.where(found_b, new_labels[jnp.minimum(slot_b, s - 1)], raw)
-    return out.reshape(shape).astype(jnp.int32)
+    Candidates are pairs of segments with the same class, both instance ids non-zero and a
+    non-empty intersection; there is no IoU threshold. Pairs are visited by ascending IoU
+    (ties in ascending (concat, next) label order) and each side remembers its last partner,
+    i.e. its best one; a pair is kept when the choice is mutual.
+    """
+    concat_next = np.asarray(concat_next, np.int64)
+    next_panoptic = np.asarray(next_panoptic, np.int64)
+    if concat_next.shape != next_panoptic.shape:
+        raise ValueError(
+            f"concat_next {concat_next.shape} and next_panoptic {next_panoptic.shape} differ in shape"
+        )
+    concat_ids, concat_areas = np.unique(concat_next, return_counts=True)
+    next_ids, next_areas = np.unique(next_panoptic, return_counts=True)
+    concat_area = dict(zip(concat_ids.tolist(), concat_areas.tolist()))
+    next_area = dict(zip(next_ids.tolist(), next_areas.tolist()))
+    # Labels are < 2^31, so the pair packs losslessly into int64.
+    pair_ids, intersections = np.unique(concat_next * (1 << 31) + next_panoptic, return_counts=True)
+    candidates = []
+    for pair_id, inter in zip(pair_ids.tolist(), intersections.tolist()):
+        a, b = divmod(pair_id, 1 << 31)
+        if a // label_divisor != b // label_divisor:
+            continue
+        if a % label_divisor == 0 or b % label_divisor == 0:
+            continue
+        candidates.append((inter / (concat_area[a] + next_area[b] - inter), a, b))
+    candidates.sort(key=lambda c: c[0])  # stable: equal IoUs stay in label order
+    best_next: dict[int, int] = {}
+    best_concat: dict[int, int] = {}
+    for _, a, b in candidates:
+        best_next[a] = b
+        best_concat[b] = a
+    return {b: a for a, b in best_next.items() if best_concat[b] == a}
 
 
 def stitch_pair(
-    concat_next: jax.Array | np.ndarray,
-    next_panoptic: jax.Array | np.ndarray,
-    *,
-    label_divisor: int,
-    max_segments: int = DEFAULT_MAX_SEGMENTS,
-) -> jax.Array | np.ndarray:
+    concat_next: np.ndarray, next_panoptic: np.ndarray, *, label_divisor: int
+) -> np.ndarray:
     """Propagates frame t ids onto frame t+1's standalone prediction (spec §7.2 step 6).
-
-    Matching: pairs of segments with the same class, both instance ids non-zero and a
-    non-empty intersection; mutual best IoU, no threshold (ties go to the larger label, as in
-    deeplab2's ascending sort). Matched segments of `next_panoptic` take their concat label;
-    unmatched instances become `instance + D // 2` (new instances); stuff, crowd and void are
-    unchanged.
-
-    With numpy inputs this runs `reference.stitch_pair` on host (and checks that ids + D // 2
-    stay below D). With JAX arrays (or inside `jit`/`vmap`) it runs a static-shape version:
-    each map's distinct labels go to a table of `max_segments` slots and IoUs are computed in
-    float32. Segments beyond the table are treated as unmatched, and the overflow check is the
-    caller's job (it holds when `keep_k_centers < D // 2`). Distinct IoUs closer than float32
-    resolution may break ties differently from the float64 reference.
 
     Args:
       concat_next: int [h, w], frame t+1 from the two-frame canvas (ids shared with frame t).
       next_panoptic: int [h, w], frame t+1 post-processed on its own.
       label_divisor: D.
-      max_segments: distinct labels per map handled on device (static).
 
     Returns:
-      int32 [h, w] stitched frame t+1 (numpy for numpy inputs, else a JAX array).
+      int32 [h, w]: `next_panoptic` where matched segments take their concat label and
+      unmatched instances get `instance + D // 2` (new instances); stuff, crowd and void are
+      unchanged.
+
+    Raises:
+      ValueError: if an instance id + D // 2 would reach D, or the shapes differ.
     """
-    if not isinstance(concat_next, jax.Array) and not isinstance(next_panoptic, jax.Array):
-        return reference.stitch_pair(concat_next, next_panoptic, label_divisor=label_divisor)
-    if jnp.shape(concat_next) != jnp.shape(next_panoptic) or jnp.ndim(next_panoptic) != 2:
+    next_panoptic = np.asarray(next_panoptic)
+    offset = label_divisor // 2
+    matches = pair_matches(concat_next, next_panoptic, label_divisor=label_divisor)
+    semantic = next_panoptic // label_divisor
+    instance = next_panoptic % label_divisor
+    if instance.size and instance.max() + offset >= label_divisor:
         raise ValueError(
-            f"concat_next {jnp.shape(concat_next)} and next_panoptic {jnp.shape(next_panoptic)} "
-            "must both be [height, width]"
+            f"next_panoptic has instance id {instance.max()}; with the new-instance offset "
+            f"{offset} it would reach label_divisor={label_divisor}"
         )
-    return _stitch_pair_jax(
-        jnp.asarray(concat_next),
-        jnp.asarray(next_panoptic),
-        label_divisor=int(label_divisor),
-        max_segments=int(max_segments),
-    )
+    stitched = np.where(instance > 0, semantic * label_divisor + instance + offset, next_panoptic)
+    for next_label, concat_label in matches.items():
+        stitched[next_panoptic == next_label] = concat_label
+    return stitched.astype(np.int32)

@@ -1,12 +1,12 @@
-"""Plain numpy reference of the Panoptic-DeepLab post-processing rules (spec §7.1).
+"""Plain numpy reference of the Panoptic-DeepLab post-processing rules (spec §7.1), for tests.
 
 Written for readability, following deeplab2's procedure step by step (explicit loops over
 centers, instance ids and classes, dynamic shapes). `vipdl.postprocess.panoptic` is the fast
 JAX version; tests assert both return identical maps. The same deliberate choices apply: a
 proper top-k (ties to the earlier pixel in row-major order) and squared distances.
 
-Also the host version of ViP-DeepLab's pairwise stitcher (spec §7.2 step 6, deeplab2's
-`stitch_video_panoptic_prediction`): `pair_matches` and `stitch_pair`.
+The host pairwise stitcher (`pair_matches`, `stitch_pair`) is production code and lives in
+`vipdl.postprocess.two_frame`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from vipdl.postprocess.panoptic import DEFAULT_OPTIONS, PostprocessOptions
 
 
 def nms_heatmap(
@@ -122,15 +124,14 @@ def panoptic_from_predictions(
     thing_ids: Sequence[int],
     label_divisor: int,
     ignore_label: int,
-    center_threshold: float = 0.1,
-    nms_kernel: int = 13,
-    keep_k_centers: int = 400,
-    stuff_area_limit: int = 2048,
+    options: PostprocessOptions = DEFAULT_OPTIONS,
 ) -> np.ndarray:
     """Numpy twin of `vipdl.postprocess.panoptic.panoptic_from_predictions`.
 
     Args and return value as there (numpy arrays; int32 [height, width]).
     """
+    center_threshold, nms_kernel = options.center_threshold, options.nms_kernel
+    keep_k_centers, stuff_area_limit = options.keep_k_centers, options.stuff_area_limit
     semantic_logits = np.asarray(semantic_logits)
     if semantic_logits.ndim != 3:
         raise ValueError(
@@ -166,74 +167,10 @@ def panoptic_from_predictions(
     )
 
 
-def pair_matches(
-    concat_next: np.ndarray, next_panoptic: np.ndarray, *, label_divisor: int
-) -> dict[int, int]:
-    """Mutual-best-IoU matches of spec §7.2 steps 6b-6d: {next label: concat label}.
-
-    Candidates are pairs of segments with the same class, both instance ids non-zero and a
-    non-empty intersection; there is no IoU threshold. Pairs are visited by ascending IoU
-    (ties in ascending (concat, next) label order) and each side remembers its last partner,
-    i.e. its best one; a pair is kept when the choice is mutual.
-    """
-    concat_next = np.asarray(concat_next, np.int64)
-    next_panoptic = np.asarray(next_panoptic, np.int64)
-    if concat_next.shape != next_panoptic.shape:
-        raise ValueError(
-            f"concat_next {concat_next.shape} and next_panoptic {next_panoptic.shape} differ in shape"
-        )
-    concat_ids, concat_areas = np.unique(concat_next, return_counts=True)
-    next_ids, next_areas = np.unique(next_panoptic, return_counts=True)
-    concat_area = dict(zip(concat_ids.tolist(), concat_areas.tolist()))
-    next_area = dict(zip(next_ids.tolist(), next_areas.tolist()))
-    # Labels are < 2^31, so the pair packs losslessly into int64.
-    pair_ids, intersections = np.unique(concat_next * (1 << 31) + next_panoptic, return_counts=True)
-    candidates = []
-    for pair_id, inter in zip(pair_ids.tolist(), intersections.tolist()):
-        a, b = divmod(pair_id, 1 << 31)
-        if a // label_divisor != b // label_divisor:
-            continue
-        if a % label_divisor == 0 or b % label_divisor == 0:
-            continue
-        candidates.append((inter / (concat_area[a] + next_area[b] - inter), a, b))
-    candidates.sort(key=lambda c: c[0])  # stable: equal IoUs stay in label order
-    best_next: dict[int, int] = {}
-    best_concat: dict[int, int] = {}
-    for _, a, b in candidates:
-        best_next[a] = b
-        best_concat[b] = a
-    return {b: a for a, b in best_next.items() if best_concat[b] == a}
+_OPTION_NAMES = ("center_threshold", "nms_kernel", "keep_k_centers", "stuff_area_limit")
 
 
-def stitch_pair(
-    concat_next: np.ndarray, next_panoptic: np.ndarray, *, label_divisor: int
-) -> np.ndarray:
-    """Propagates frame t ids onto frame t+1's standalone prediction (spec §7.2 step 6).
-
-    Args:
-      concat_next: int [h, w], frame t+1 from the two-frame canvas (ids shared with frame t).
-      next_panoptic: int [h, w], frame t+1 post-processed on its own.
-      label_divisor: D.
-
-    Returns:
-      int32 [h, w]: `next_panoptic` where matched segments take their concat label and
-      unmatched instances get `instance + D // 2` (new instances); stuff, crowd and void are
-      unchanged.
-
-    Raises:
-      ValueError: if an instance id + D // 2 would reach D, or the shapes differ.
-    """
-    next_panoptic = np.asarray(next_panoptic)
-    offset = label_divisor // 2
-    matches = pair_matches(concat_next, next_panoptic, label_divisor=label_divisor)
-    semantic = next_panoptic // label_divisor
-    instance = next_panoptic % label_divisor
-    if instance.size and instance.max() + offset >= label_divisor:
-        raise ValueError(
-            f"next_panoptic has instance id {instance.max()}; with the new-instance offset "
-            f"{offset} it would reach label_divisor={label_divisor}"
-        )
-    stitched = np.where(instance > 0, semantic * label_divisor + instance + offset, next_panoptic)
-    for next_label, concat_label in matches.items():
-        stitched[next_panoptic == next_label] = concat_label
-    return stitched.astype(np.int32)
+def with_options(**kwargs) -> dict:
+    """Flat test keyword arguments -> the label arguments plus one `options=PostprocessOptions`."""
+    options = {k: kwargs.pop(k) for k in _OPTION_NAMES if k in kwargs}
+    return {**kwargs, "options": PostprocessOptions(**options)}
