@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from vipdl.evaluation import dvpq, readers, stq, writers
+from vipdl import formats
+from vipdl.evaluation import dvpq, readers, stq
 
 
 def _write_dvps(root, gt_pan, pred_pan, gt_depth, pred_depth):
@@ -12,14 +13,14 @@ def _write_dvps(root, gt_pan, pred_pan, gt_depth, pred_depth):
         (root / d).mkdir(parents=True, exist_ok=True)
     for t, (g, p, gd, pd) in enumerate(zip(gt_pan, pred_pan, gt_depth, pred_depth)):
         stem = f"000000_{t:06d}_city_000000_{5 * t:06d}"
-        writers.atomic_write_png(
+        formats.atomic_write_png(
             gt_dir / f"{stem}_gtFine_instanceTrainIds.png", np.asarray(g, np.uint16)
         )
-        writers.write_depth_png(gt_dir / f"{stem}_depth.png", gd)
-        writers.write_dvps_panoptic_png(
+        formats.write_depth_png(gt_dir / f"{stem}_depth.png", gd)
+        formats.write_dvps_panoptic_png(
             root / "pan" / f"{stem}_leftImg8bit.png", p, label_divisor=1000
         )
-        writers.write_depth_png(root / "depth" / f"{stem}_leftImg8bit.png", pd)
+        formats.write_depth_png(root / "depth" / f"{stem}_leftImg8bit.png", pd)
     return readers.read_dvps(gt_dir, root / "pan", root / "depth")
 
 
