@@ -1,3 +1,5 @@
+"""Dataset descriptors: derived labels and validation."""
+
 import pytest
 
 from vipdl.data import descriptors
