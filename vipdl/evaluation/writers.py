@@ -97,7 +97,7 @@ def panoptic_to_segments(
 
 
 class VpsPredictionWriter:
-    """Writes predictions in the Cityscapes-VPS layout: <out_dir>/pan_pred/<image_id>.png + pred.json.
+    """Writes Cityscapes-VPS predictions: <out_dir>/pan_pred/<image_id>.png + pred.json.
 
     Usage:
         with VpsPredictionWriter(out, label_divisor=1000, ignore_label=255,
