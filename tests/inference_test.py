@@ -20,8 +20,8 @@ from tests.postprocess import numpy_reference as reference
 from vipdl import keys, video_io, visualize
 from vipdl.cli import predict_video
 from vipdl.data.descriptors import SYNTHETIC
-from vipdl.data.labels import rgb_to_id, step_rgb_to_panoptic
 from vipdl.data.synthetic import SyntheticConfig, generate_video
+from vipdl.formats import rgb_to_id, step_rgb_to_panoptic
 from vipdl.inference import FramePrediction, VideoPredictor
 from vipdl.postprocess import PostprocessOptions
 from vipdl.postprocess.iou_tracker import IoUTracker

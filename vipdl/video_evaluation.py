@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vipdl import formats
 from vipdl.data.descriptors import DatasetDescriptor
 from vipdl.evaluation import readers, stq, vpq, writers
 from vipdl.inference import VideoPredictor
@@ -151,9 +152,9 @@ def _evaluate_via_files(run: _Run, videos: Iterable[Video], out_dir: Path, split
                 iid = image_id(str(sequence), t)
                 pred_writer.add(iid, pred)
                 seq_dir = iid.split("_")[0]
-                writers.write_step_png(step_pred / seq_dir / f"{t:06d}.png", pred,
+                formats.write_step_png(step_pred / seq_dir / f"{t:06d}.png", pred,
                                        label_divisor=d.label_divisor)
-                writers.write_step_png(step_gt / seq_dir / f"{t:06d}.png", gt,
+                formats.write_step_png(step_gt / seq_dir / f"{t:06d}.png", gt,
                                        label_divisor=d.label_divisor)
                 yield iid, gt
 

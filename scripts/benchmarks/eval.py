@@ -35,6 +35,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 
+from vipdl import formats  # noqa: E402
 from vipdl.data.descriptors import CITYSCAPES_VPS  # noqa: E402
 from vipdl.evaluation import writers  # noqa: E402
 
@@ -119,8 +120,8 @@ def make_set(root: Path, videos: int, height: int, width: int) -> Path:
             for f in (part / src).iterdir():
                 f.rename(root / dst / f.name)
         shutil.rmtree(part)
-    writers.atomic_write_json(root / "panoptic_gt_val_city_vps.json", gt)
-    writers.atomic_write_json(root / "pred/pred.json", pred)
+    formats.atomic_write_json(root / "panoptic_gt_val_city_vps.json", gt)
+    formats.atomic_write_json(root / "pred/pred.json", pred)
     done.write_text("ok")
     return root
 
@@ -176,11 +177,11 @@ def measure(cmd: list[str], cwd: Path | None = None) -> tuple[float, tuple, floa
 DECODE_ONLY = """
 import sys, time
 from pathlib import Path
-from vipdl.evaluation import readers
+from vipdl import formats
 root = Path(sys.argv[1])
 n = 0
 for p in sorted((root / "val/panoptic_video").iterdir()) + sorted((root / "pred/pan_pred").iterdir()):
-    readers.read_rgb_ids(p); n += 1
+    formats.read_rgb_ids(p); n += 1
 print(n)
 """
 

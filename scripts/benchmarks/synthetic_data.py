@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vipdl.data import builders, descriptors, layouts, synthetic
+from vipdl.data import builders, descriptors, layouts, synthetic, synthetic_export
 
 
 def _timed(fn):
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"
         t_write, _ = _timed(
-            lambda: synthetic.write_dataset(raw, split_videos=splits, config=cfg, seed=0)
+            lambda: synthetic_export.write_dataset(raw, split_videos=splits, config=cfg, seed=0)
         )
         rows.append(("`write_dataset` (3 layouts)", t_write, num_videos, "video", t_write / t_gen))
         # Layouts share image files through hard links: count each inode once.

@@ -11,7 +11,7 @@ from PIL import Image
 
 from vipdl import keys
 from vipdl.cli import make_synthetic, prepare_data
-from vipdl.data import builders, layouts, synthetic
+from vipdl.data import builders, layouts, synthetic, synthetic_export
 
 CFG = synthetic.SyntheticConfig(height=32, width=64, num_frames=3)
 SPLITS = {"train": 2, "val": 2}
@@ -20,7 +20,7 @@ SPLITS = {"train": 2, "val": 2}
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw") / "synthetic"
-    synthetic.write_dataset(root, split_videos=SPLITS, config=CFG, seed=1)
+    synthetic_export.write_dataset(root, split_videos=SPLITS, config=CFG, seed=1)
     return root
 
 

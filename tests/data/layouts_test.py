@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vipdl.data import descriptors, layouts, synthetic
+from vipdl import formats
+from vipdl.data import descriptors, layouts, synthetic, synthetic_export
 
 D = descriptors.SYNTHETIC
 CFG = synthetic.SyntheticConfig(height=32, width=64, num_frames=6, annotation_stride=2)
@@ -16,7 +17,7 @@ SPLITS = {"train": 3, "val": 1}
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw") / "synthetic"
-    synthetic.write_dataset(root, split_videos=SPLITS, config=CFG, seed=3)
+    synthetic_export.write_dataset(root, split_videos=SPLITS, config=CFG, seed=3)
     return root
 
 
@@ -63,25 +64,14 @@ def test_written_layouts_read_back_identically(dataset, make, all_frames):
 
 
 def test_metadata(dataset):
-    meta = synthetic.read_metadata(dataset)
+    meta = synthetic_export.read_metadata(dataset)
     assert meta["config"] == CFG
     assert meta["split_num_frames"] == {"train": 3 * 3, "val": 3}
 
 
 def test_write_dataset_refuses_to_overwrite(dataset):
     with pytest.raises(FileExistsError, match="overwrite"):
-        synthetic.write_dataset(dataset, split_videos={"val": 1}, config=CFG)
-
-
-def test_dvps_label_encoding_round_trip():
-    rng = np.random.default_rng(0)
-    sem = rng.choice([0, 3, 6, 7, 255], size=(4, 5))
-    inst = np.where(np.isin(sem, D.thing_ids), rng.integers(1, 999, size=(4, 5)), 0)
-    panoptic = sem * 1000 + inst
-    encoded = layouts.encode_dvps_label(panoptic, D)
-    assert encoded.dtype == np.uint16
-    assert np.all(encoded[sem == 255] == 32000)  # The DVPS void, whatever the ignore label.
-    np.testing.assert_array_equal(layouts.decode_dvps_label(encoded.astype(np.int64), D), panoptic)
+        synthetic_export.write_dataset(dataset, split_videos={"val": 1}, config=CFG)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,9 +260,9 @@ def test_vps_renumbers_foreign_segment_ids(copy):
     layout = layouts.CityscapesVpsLayout(copy, D)
     video = layout.videos("val")[0]
     for frame in video.frames:
-        ids = layouts.labels.rgb_to_id(np.asarray(Image.open(frame.label)))
+        ids = formats.rgb_to_id(np.asarray(Image.open(frame.label)))
         new = np.vectorize(lambda i: remap.get(int(i), 0))(ids)
-        Image.fromarray(layouts.labels.id_to_rgb(new)).save(frame.label)
+        Image.fromarray(formats.id_to_rgb(new)).save(frame.label)
     truth = _video("val", 0)
     decoded = [layout.read_panoptic(f) for f in video.frames]
     for got, t in zip(decoded, truth.annotated_frames, strict=True):

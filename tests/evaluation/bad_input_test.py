@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vipdl import formats
 from vipdl.cli import eval_dvpq, eval_stq, eval_vpq
-from vipdl.data import labels
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +81,9 @@ def test_prediction_size_differs(vps, capsys):
 
 def test_prediction_png_id_not_in_json(vps, capsys):
     path = vps / "pred/pan_pred" / f"{FIRST}.png"
-    ids = labels.rgb_to_id(np.asarray(Image.open(path)))
+    ids = formats.rgb_to_id(np.asarray(Image.open(path)))
     ids[0, 0] = 424242
-    Image.fromarray(labels.id_to_rgb(ids)).save(path)
+    Image.fromarray(formats.id_to_rgb(ids)).save(path)
     code, err = _run_vps(vps, capsys)
     assert code == 1 and f"{FIRST}.png" in err and "424242" in err and "not in pred.json" in err
 

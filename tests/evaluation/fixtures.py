@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vipdl import formats
 from vipdl.data.descriptors import CITYSCAPES_VPS
 from vipdl.evaluation import writers
 
@@ -113,15 +114,15 @@ def make_dvps(root: Path, seed: int, num_seqs: int = 3, num_frames: int = 6) -> 
         for t, (g, p) in enumerate(zip(gts, preds)):
             stem = f"{s:06d}_{t:06d}_city_{s:06d}_{5 * t:06d}"
             g = np.where(g // D == VOID, 32 * D, g).astype(np.uint16)
-            writers.atomic_write_png(gt_dir / f"{stem}_gtFine_instanceTrainIds.png", g)
+            formats.atomic_write_png(gt_dir / f"{stem}_gtFine_instanceTrainIds.png", g)
             void_code = 32 if (s + t) % 2 else 255  # Both void spellings of predictions.
             p = np.where(p // D == VOID, void_code * D, p)
-            writers.write_dvps_panoptic_png(pan_dir / f"{stem}_leftImg8bit.png", p, label_divisor=D)
+            formats.write_dvps_panoptic_png(pan_dir / f"{stem}_leftImg8bit.png", p, label_divisor=D)
             depth = rng.uniform(2.0, 80.0, size=g.shape)
             depth[rng.random(g.shape) < 0.2] = 0.0
-            writers.write_depth_png(gt_dir / f"{stem}_depth.png", depth)
+            formats.write_depth_png(gt_dir / f"{stem}_depth.png", depth)
             noise = rng.choice([0.02, 0.15, 0.3, 0.7], size=g.shape) * rng.choice([-1, 1], g.shape)
-            writers.write_depth_png(
+            formats.write_depth_png(
                 depth_dir / f"{stem}_leftImg8bit.png", depth * (1 + noise) + 0.5
             )
     return {"root": root, "gt_dir": gt_dir, "pred_dir": pan_dir, "depth_dir": depth_dir}
@@ -136,7 +137,7 @@ def make_step(root: Path, seed: int, num_seqs: int = 2, num_frames: int = 5) -> 
             for kind, arr in (("gt", g), ("pred", p)):
                 path = root / kind / f"{s:04d}" / f"{t:06d}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                writers.write_step_png(path, arr, label_divisor=D)
+                formats.write_step_png(path, arr, label_divisor=D)
     return {"gt_dir": root / "gt", "pred_dir": root / "pred"}
 
 

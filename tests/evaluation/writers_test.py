@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vipdl.data import labels
+from vipdl import formats
 from vipdl.data.descriptors import CITYSCAPES_VPS
-from vipdl.evaluation import readers, writers
+from vipdl.evaluation import writers
 
 
 def _frame():
@@ -27,7 +27,7 @@ def test_prediction_writer_round_trip(tmp_path):
         w.add("0001_0001_a", _frame())
     ann = json.loads((tmp_path / "pred.json").read_text())["annotations"]
     assert [a["image_id"] for a in ann] == ["0001_0000_a", "0001_0001_a"]
-    ids = readers.read_rgb_ids(tmp_path / "pan_pred/0001_0000_a.png")
+    ids = formats.read_rgb_ids(tmp_path / "pan_pred/0001_0000_a.png")
     segs = {s["id"]: s for s in ann[0]["segments_info"]}
     # Deterministic ids semantic * D + instance + 1: the same track keeps its id across frames.
     assert set(np.unique(ids)) == {0, 2001, 11001, 13002} and set(segs) == {2001, 11001, 13002}
@@ -66,31 +66,10 @@ def test_ground_truth_writer(tmp_path):
     assert (gt["images"][0]["height"], gt["images"][0]["width"]) == (4, 6)
     assert len(gt["categories"]) == 19 and gt["categories"][13]["isthing"] == 1
     png = tmp_path / "val/panoptic_video/0003_0000_c_000000_000000_gtFine_color.png"
-    ids = labels.rgb_to_id(np.asarray(Image.open(png)))
+    ids = formats.rgb_to_id(np.asarray(Image.open(png)))
     segs = {s["id"]: s for s in gt["annotations"][0]["segments_info"]}
     assert {s: int((ids == s).sum()) for s in segs} == {s: v["area"] for s, v in segs.items()}
     with pytest.raises(ValueError, match="<video>_<frame>"):
         writers.write_vps_ground_truth(
             tmp_path, "x", [("noframe", _frame())], descriptor=CITYSCAPES_VPS
         )
-
-
-def test_step_png_round_trip(tmp_path):
-    p = np.array([[11000 + 300, 13002], [255000, 0]])
-    writers.write_step_png(tmp_path / "a.png", p, label_divisor=1000)
-    rgb = np.asarray(Image.open(tmp_path / "a.png"))
-    assert rgb[0, 0].tolist() == [11, 1, 44] and rgb[1, 0].tolist() == [255, 0, 0]
-    assert (labels.step_rgb_to_panoptic(rgb, 1000) == p).all()
-
-
-def test_dvps_and_depth_pngs(tmp_path):
-    writers.write_dvps_panoptic_png(
-        tmp_path / "p.png", np.array([[13005, 32000]]), label_divisor=1000
-    )
-    rgb = readers.read_png(tmp_path / "p.png")
-    assert rgb[0, :, :2].tolist() == [[13, 5], [32, 0]]
-    writers.write_depth_png(tmp_path / "d.png", np.array([[1.5, 0.0]]))
-    depth = readers.read_png(tmp_path / "d.png")
-    assert depth.dtype == np.uint16 and depth.tolist() == [[384, 0]]
-    with pytest.raises(ValueError, match="exceeds"):
-        writers.write_depth_png(tmp_path / "d.png", np.array([[300.0]]))

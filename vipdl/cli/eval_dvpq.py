@@ -5,7 +5,8 @@
 
 Predictions are named like the input frames (`<seq>_<frame>_..._leftImg8bit.png`): panoptic
 PNGs with class in channel 0 and instance in channel 1, depth as uint16 PNG (metres * 256).
-Exit code 1 on bad input.
+A predicted class of --num-classes (19: the official script's "ignored" class), the ignore label
+or 255 means "no prediction". Exit code 1 on bad input.
 """
 
 from __future__ import annotations

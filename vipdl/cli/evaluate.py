@@ -22,8 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vipdl import formats
 from vipdl.cli import console
-from vipdl.cli.predict_video import check_output_dir, load_config_file, replace_dir
+from vipdl.cli.predict_video import check_output_dir, load_config_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 summary = evaluate_videos(predictor, videos, out_dir=staging, split=split,
                                           workers=args.workers, progress=not args.no_progress)
-                replace_dir(staging, out_dir)
+                formats.replace_dir(staging, out_dir)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vipdl.data import synthetic
+from vipdl.data import synthetic, synthetic_export
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--layouts",
-        default=",".join(synthetic.LAYOUT_NAMES),
-        help=f"comma-separated subset of {','.join(synthetic.LAYOUT_NAMES)}",
+        default=",".join(synthetic_export.LAYOUT_NAMES),
+        help=f"comma-separated subset of {','.join(synthetic_export.LAYOUT_NAMES)}",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(n < 0 for n in splits.values()):
             raise ValueError(f"video counts must be >= 0, got {splits}")
         layouts = tuple(s.strip() for s in args.layouts.split(",") if s.strip())
-        root = synthetic.write_dataset(
+        root = synthetic_export.write_dataset(
             args.out,
             split_videos={s: n for s, n in splits.items() if n > 0},
             config=config,

@@ -168,7 +168,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
     """
     from tqdm import tqdm
 
-    from vipdl import visualize
+    from vipdl import formats, visualize
     from vipdl.evaluation import writers
 
     out_dir = Path(outputs.directory)
@@ -208,11 +208,11 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
                 if vps_writer is not None:
                     vps_writer.add(f"{outputs.video_id}_{index:06d}", panoptic)
                 if outputs.step:
-                    writers.write_step_png(
+                    formats.write_step_png(
                         staging / "step" / outputs.video_id / f"{index:06d}.png", panoptic,
                         label_divisor=descriptor.label_divisor)
                 if outputs.depth and pred.depth is not None:
-                    writers.write_depth_png(staging / "depth" / f"{index:06d}.png", pred.depth)
+                    formats.write_depth_png(staging / "depth" / f"{index:06d}.png", pred.depth)
                 if masks is not None:
                     masks.add(index, panoptic)
                 if overlay_writer is not None or len(sheet) < outputs.sheet_frames:
@@ -247,7 +247,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
                                         ("overlay_frames.png", bool(sheet))) if on],
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=1))
-        replace_dir(staging, out_dir)
+        formats.replace_dir(staging, out_dir)
     except BaseException:
         if overlay_writer is not None:
             overlay_writer.abort()
@@ -256,23 +256,6 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
     if outputs.overlay is not None:
         summary["overlay"] = str(outputs.overlay)
     return summary
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Renames `new` to `target`, replacing an existing `target` only once `new` is complete."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        old.rmdir()
-        os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_config_file(spec: str):

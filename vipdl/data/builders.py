@@ -1,10 +1,10 @@
 """TFDS builders (ArrayRecord) of annotated frame pairs, and `load_source` to read them.
 
 One record is an annotated pair (t, t+1) of one video: both images (PNG), both panoptic labels
-(PNG of the RGB segment-id encoding `labels.id_to_rgb(semantic * D + instance)`), the depth of
-frame t when the dataset has depth (uint16 PNG of metres * 256), the sequence id and both frame
-indices. Examples are written in generation order (no shuffling), i.e. by (sequence, frame), so
-evaluation splits keep whole videos in order.
+(PNG of the RGB segment-id encoding `formats.id_to_rgb(semantic * D + instance)`), the depth of
+frame t when the dataset has depth (uint16 PNG of metres * 256, `formats.depth_to_png`), the
+sequence id and both frame indices. Examples are written in generation order (no shuffling),
+i.e. by (sequence, frame), so evaluation splits keep whole videos in order.
 
 Conversion reads the raw files the user downloaded (`manual_dir`, see docs/datasets.md) through
 `vipdl.data.layouts`, so structure and label values are validated first and every problem is
@@ -17,7 +17,6 @@ complete and never destroys an existing one. Nothing here touches the network.
 from __future__ import annotations
 
 import abc
-import io
 import os
 import shutil
 import tempfile
@@ -26,17 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
-from vipdl import keys
-from vipdl.data import descriptors, labels, layouts, synthetic
+from vipdl import formats, keys
+from vipdl.data import descriptors, layouts, synthetic_export
 from vipdl.data.descriptors import DatasetDescriptor
 
 _INSTRUCTIONS = (
     "Download the dataset as described in docs/datasets.md of vipdl and pass its root folder "
     "as --manual_dir (`vipdl-prepare-data --dataset {name} --manual_dir DIR --data_dir OUT`)."
 )
-_DEPTH_SCALE = 256.0  # uint16 depth PNG = metres * 256.
 
 
 class _PairBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
@@ -132,8 +129,8 @@ class _PairBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         example = {
             keys.IMAGE: image,
             keys.NEXT_IMAGE: next_image,
-            keys.PANOPTIC: labels.id_to_rgb(panoptic),
-            keys.NEXT_PANOPTIC: labels.id_to_rgb(next_panoptic),
+            keys.PANOPTIC: formats.id_to_rgb(panoptic),
+            keys.NEXT_PANOPTIC: formats.id_to_rgb(next_panoptic),
             keys.SEQUENCE_ID: video.sequence_id,
             keys.FRAME_INDEX: frame.index,
             keys.NEXT_FRAME_INDEX: next_frame.index,
@@ -141,8 +138,7 @@ class _PairBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         if self.DESCRIPTOR.has_depth:
             if depth is None:
                 depth = np.zeros(panoptic.shape, np.float32)  # 0 = no ground truth.
-            scaled = np.round(depth * _DEPTH_SCALE)
-            example[keys.DEPTH] = np.clip(scaled, 0, 65535).astype(np.uint16)[..., None]
+            example[keys.DEPTH] = formats.depth_to_png(depth)[..., None]
         return f"{video.sequence_id}/{frame.index:06d}", example
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
@@ -215,7 +211,7 @@ with tfds.core.registered.skip_registration():
             return layouts.VipsegLayout(manual_dir, self.DESCRIPTOR)
 
     class VipdlSynthetic(_PairBuilder):
-        """The synthetic world, read from the raw layouts written by `synthetic.write_dataset`.
+        """The synthetic world, read from the layouts written by `synthetic_export.write_dataset`.
 
         The Cityscapes-DVPS layout (with depth) is used when present, else Cityscapes-VPS
         (depth 0 = no ground truth). Expected split sizes come from `synthetic.json`.
@@ -229,7 +225,7 @@ with tfds.core.registered.skip_registration():
         )
 
         def _make_layout(self, manual_dir):
-            meta = synthetic.read_metadata(manual_dir)
+            meta = synthetic_export.read_metadata(manual_dir)
             if self.check_counts:
                 self.expected_frames = dict(meta["split_num_frames"])
             if "cityscapes_dvps" in meta["layouts"]:
@@ -315,15 +311,9 @@ def prepare(
                 manual_dir=os.fspath(manual_dir), try_download_gcs=False
             )
         )
-        built = staging / cls.name / str(cls.VERSION)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # Swap: the old copy goes only once the new one is in place.
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(built, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(built, final)
+        # The old copy goes only once the new one is in place.
+        formats.replace_dir(staging / cls.name / str(cls.VERSION), final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
@@ -357,16 +347,15 @@ class DecodedSource:
         out = {
             keys.IMAGE: np.asarray(raw[keys.IMAGE], np.uint8),
             keys.NEXT_IMAGE: np.asarray(raw[keys.NEXT_IMAGE], np.uint8),
-            keys.PANOPTIC: labels.rgb_to_id(np.asarray(raw[keys.PANOPTIC])),
-            keys.NEXT_PANOPTIC: labels.rgb_to_id(np.asarray(raw[keys.NEXT_PANOPTIC])),
+            keys.PANOPTIC: formats.rgb_to_id(np.asarray(raw[keys.PANOPTIC])),
+            keys.NEXT_PANOPTIC: formats.rgb_to_id(np.asarray(raw[keys.NEXT_PANOPTIC])),
             keys.SEQUENCE_ID: seq.decode() if isinstance(seq, bytes) else str(seq),
             keys.FRAME_INDEX: int(raw[keys.FRAME_INDEX]),
             keys.NEXT_FRAME_INDEX: int(raw[keys.NEXT_FRAME_INDEX]),
         }
         if self._has_depth:  # Skipped by TFDS (its numpy path cannot decode uint16 PNGs).
-            with Image.open(io.BytesIO(raw[keys.DEPTH])) as image:
-                depth = np.asarray(image).astype(np.float32)
-            out[keys.DEPTH] = depth / np.float32(_DEPTH_SCALE)
+            png = formats.decode_png_bytes(raw[keys.DEPTH], f"depth of sequence {seq!r}")
+            out[keys.DEPTH] = formats.depth_from_png(png)
         return out
 
 

@@ -1,4 +1,4 @@
-"""Readers (and the few writers) of the raw on-disk layouts of the supported datasets.
+"""Readers of the raw on-disk layouts of the supported datasets.
 
 Each `Layout` lists the videos of a split as ordered annotated frames (image, label and
 optionally depth files), checks the structure (matching image/label pairs, no missing frame in
@@ -19,6 +19,9 @@ Layouts (see docs/datasets.md for where to get the data):
 * `VipsegLayout`: `<root>/imgs|images/<video>/<frame>.jpg`, `<root>/panomasks/<video>/<frame>.png`
   (0 void, v < 125: class v - 1, else class v // 100 - 1 with instance v % 100) and the split
   lists `<root>/{train,val,test}.txt` (VIPSeg-Dataset).
+
+The file encodings themselves are `vipdl.formats`; writing the synthetic world in these layouts
+is `vipdl.data.synthetic_export`.
 """
 
 from __future__ import annotations
@@ -33,13 +36,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from vipdl.data import descriptors, labels
+from vipdl import formats
+from vipdl.data import descriptors
 from vipdl.data.descriptors import DatasetDescriptor
 
-# Cityscapes-DVPS marks void with class 32 (32000) whatever the in-memory ignore label is.
-DVPS_VOID_CLASS = 32
 _MAX_PROBLEMS_SHOWN = 40
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -88,47 +89,15 @@ class Video:
 
 
 # --------------------------------------------------------------------------------------------
-# File decoding with clear errors.
+# File decoding (codecs in `vipdl.formats`) with errors collected as `DatasetError`.
 
 
-def _open(path: Path) -> Image.Image:
+def _decoded(read, path: Path, *args, **kwargs):
+    """`read(path, ...)`, with a bad file (`formats.FormatError`) as a `DatasetError`."""
     try:
-        image = Image.open(path)
-        image.load()
-    except FileNotFoundError:
-        raise DatasetError(str(path), ["file does not exist"]) from None
-    except Exception as e:  # PIL raises many types for truncated/corrupt files.
-        raise DatasetError(str(path), [f"cannot decode image ({type(e).__name__}: {e})"]) from e
-    return image
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Reads an image file as uint8 [height, width, 3]; grey/palette/RGBA are converted."""
-    path = Path(path)
-    image = _open(path)
-    if image.mode not in ("RGB", "RGBA", "L", "P"):
-        raise DatasetError(
-            str(path), [f"expected an 8-bit colour image, got PIL mode {image.mode}"]
-        )
-    return np.asarray(image.convert("RGB"))
-
-
-def _read_exact_rgb(path: Path) -> np.ndarray:
-    """Reads a label PNG that must be 3-channel 8-bit (no conversion of its values)."""
-    image = _open(path)
-    if image.mode not in ("RGB", "RGBA"):
-        raise DatasetError(str(path), [f"expected an RGB label PNG, got PIL mode {image.mode}"])
-    return np.asarray(image)[..., :3]
-
-
-def _read_single_channel(path: Path) -> np.ndarray:
-    """Reads a single-channel 8/16/32-bit PNG as int64 [height, width]."""
-    image = _open(path)
-    if image.mode not in ("L", "I;16", "I;16B", "I;16L", "I", "P"):
-        raise DatasetError(
-            str(path), [f"expected a single-channel label PNG, got PIL mode {image.mode}"]
-        )
-    return np.asarray(image).astype(np.int64)
+        return read(path, *args, **kwargs)
+    except formats.FormatError as e:
+        raise DatasetError(e.path, [e.problem]) from None
 
 
 def check_panoptic(
@@ -163,56 +132,6 @@ def check_panoptic(
     if out.size and out.max() >= 2**31:
         raise DatasetError(str(path), ["label values do not fit int32"])
     return out.astype(np.int32)
-
-
-def decode_dvps_label(raw: np.ndarray, descriptor: DatasetDescriptor) -> np.ndarray:
-    """Cityscapes-DVPS label (class * 1000 + instance, void class 32) -> in-memory panoptic.
-
-    Args:
-        raw: int [height, width] values of a `*_gtFine_instanceTrainIds.png`.
-        descriptor: dataset descriptor (its label divisor and ignore label are used).
-
-    Returns:
-        int64 [height, width]; call `check_panoptic` to validate.
-    """
-    semantic, instance = raw // 1000, raw % 1000
-    void = semantic == DVPS_VOID_CLASS
-    semantic = np.where(void, descriptor.ignore_label, semantic)
-    instance = np.where(void, 0, instance)
-    return semantic * descriptor.label_divisor + instance
-
-
-def encode_dvps_label(panoptic: np.ndarray, descriptor: DatasetDescriptor) -> np.ndarray:
-    """In-memory panoptic -> Cityscapes-DVPS uint16 label (ignore -> class 32, D -> 1000)."""
-    panoptic = np.asarray(panoptic, np.int64)
-    semantic = panoptic // descriptor.label_divisor
-    instance = panoptic % descriptor.label_divisor
-    void = semantic == descriptor.ignore_label
-    if np.any(~void & (semantic >= DVPS_VOID_CLASS)) or instance.max(initial=0) >= 1000:
-        raise ValueError("Cityscapes-DVPS labels need class ids < 32 and instance ids < 1000")
-    out = np.where(void, DVPS_VOID_CLASS * 1000, semantic * 1000 + instance)
-    return out.astype(np.uint16)
-
-
-def decode_vipseg_mask(raw: np.ndarray, descriptor: DatasetDescriptor) -> np.ndarray:
-    """VIPSeg `panomasks` values -> in-memory panoptic (int64; validate with `check_panoptic`).
-
-    0 = void; 1 <= v < 125: class v - 1 without instance; v >= 125: class v // 100 - 1,
-    instance v % 100 + 1 (so that instance 0 keeps meaning "no instance").
-    """
-    d = descriptor.label_divisor
-    thing = raw >= 125
-    semantic = np.where(thing, raw // 100 - 1, raw - 1)
-    instance = np.where(thing, raw % 100 + 1, 0)
-    void = raw == 0
-    return np.where(void, descriptor.void_label, semantic * d + instance)
-
-
-def read_depth_png(path: str | os.PathLike) -> np.ndarray:
-    """uint16 depth PNG (metres * 256, 0 = none) -> float32 [height, width] metres."""
-    path = Path(path)
-    raw = _read_single_channel(path)
-    return (raw / 256.0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,9 +269,11 @@ class Layout(abc.ABC):
                 )
                 return None
 
-        image = attempt(read_rgb, frame.image)
+        image = attempt(lambda p: _decoded(formats.read_image, p), frame.image)
         panoptic = attempt(lambda _: self.read_panoptic(frame), frame.label)
-        depth = attempt(read_depth_png, frame.depth) if frame.depth is not None else None
+        depth = None
+        if frame.depth is not None:
+            depth = attempt(lambda p: _decoded(formats.read_depth_png, p), frame.depth)
         if image is not None:
             for value, path in ((panoptic, frame.label), (depth, frame.depth)):
                 if value is not None and value.shape != image.shape[:2]:
@@ -501,7 +422,7 @@ class CityscapesVpsLayout(Layout):
             self._segments[label] = mapping
 
     def _read_label(self, frame: Frame) -> np.ndarray:
-        ids = labels.rgb_to_id(_read_exact_rgb(frame.label))
+        ids = _decoded(formats.read_rgb_ids, frame.label)
         mapping = self._segments.get(frame.label)
         if mapping is None:
             raise DatasetError(str(frame.label), ["segments unknown; list the split first"])
@@ -580,7 +501,12 @@ class CityscapesDvpsLayout(Layout):
         return out
 
     def _read_label(self, frame: Frame) -> np.ndarray:
-        return decode_dvps_label(_read_single_channel(frame.label), self.descriptor)
+        raw = _decoded(formats.read_grey_png, frame.label, "a single-channel label PNG")
+        return formats.decode_dvps_label(
+            raw,
+            label_divisor=self.descriptor.label_divisor,
+            ignore_label=self.descriptor.ignore_label,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,9 +562,9 @@ class StepLayout(Layout):
         return _check_sequence(videos, stride=1, where=split, problems=problems)
 
     def _read_label(self, frame: Frame) -> np.ndarray:
-        rgb = _read_exact_rgb(frame.label)
+        rgb = _decoded(formats.read_rgb_png, frame.label, "an RGB label PNG")
         try:
-            return labels.step_rgb_to_panoptic(rgb, self.descriptor.label_divisor)
+            return formats.step_rgb_to_panoptic(rgb, self.descriptor.label_divisor)
         except ValueError as e:
             raise DatasetError(str(frame.label), [str(e)]) from None
 
@@ -708,4 +634,9 @@ class VipsegLayout(Layout):
         return out
 
     def _read_label(self, frame: Frame) -> np.ndarray:
-        return decode_vipseg_mask(_read_single_channel(frame.label), self.descriptor)
+        raw = _decoded(formats.read_grey_png, frame.label, "a single-channel label PNG")
+        return formats.decode_vipseg_mask(
+            raw,
+            label_divisor=self.descriptor.label_divisor,
+            void_label=self.descriptor.void_label,
+        )

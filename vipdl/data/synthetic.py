@@ -12,26 +12,17 @@ vegetation 3, sky 4, person 5, car 6, bicycle 7; `panoptic = class * 1000 + inst
 255 * 1000. Depth is metric and per-layer: a flat ground plane seen from 1.2 m, objects at the
 depth of their foot point, buildings and trees at a constant depth, sky far, void unknown (0).
 
-`write_dataset` writes the videos in the on-disk layouts of the real datasets (Cityscapes-VPS,
-Cityscapes-DVPS, KITTI-STEP), so the converters, the input pipeline and the evaluation read them
-through the same code paths as real data.
+Videos are generated in memory only; `vipdl.data.synthetic_export.write_dataset` writes them in
+the on-disk layouts of the real datasets (Cityscapes-VPS, Cityscapes-DVPS, KITTI-STEP).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import re
-import shutil
-import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
-import tqdm
-from PIL import Image
 
 from vipdl import keys
 from vipdl.data import descriptors
@@ -614,7 +605,7 @@ class SyntheticPairSource:
     `keys.DEPTH` float32 [H, W] (frame t, metres, 0 = unknown), `keys.SEQUENCE_ID` str,
     `keys.FRAME_INDEX`, `keys.NEXT_FRAME_INDEX` int (annotated-frame indices). Pairs of a video
     are consecutive and in frame order. Video `v` is `generate_video(config, (seed, v))`, or
-    with `split` the video `write_dataset` writes for that split
+    with `split` the video `synthetic_export.write_dataset` writes for that split
     (`generate_video(config, split_seed(seed, split, v))`), so in-memory training sees the same
     videos as training from the written and prepared dataset. Videos are generated on first use
     and cached (a few MB per video at the default size).
@@ -689,175 +680,9 @@ def sequence_id(video_index: int) -> str:
 
 
 def split_seed(seed: int, split: str, video_index: int) -> tuple[int, int, int]:
-    """Seed of video `video_index` of `split` in `write_dataset` (splits never share videos)."""
-    return (seed, zlib.crc32(split.encode()), video_index)
+    """Seed of video `video_index` of `split` (splits never share videos).
 
-
-# --------------------------------------------------------------------------------------------
-# Writing the real datasets' on-disk layouts.
-
-LAYOUT_NAMES = ("cityscapes_vps", "kitti_step", "cityscapes_dvps")
-METADATA_FILE = "synthetic.json"
-CITY = "synth"  # The "city" token of Cityscapes-style file names.
-
-
-def _write_image(path: Path, image: np.ndarray, first: list[Path]) -> None:
-    """Writes `image` as PNG once per frame; further layouts get a hard link (or a copy)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if first:
-        try:
-            os.link(first[0], path)
-        except OSError:
-            shutil.copyfile(first[0], path)
-        return
-    # Fast compression: the noisy frames barely compress anyway. The whole tree is staged in a
-    # temporary directory, so per-file atomicity is not needed here.
-    Image.fromarray(image).save(path, format="PNG", compress_level=1)
-    first.append(path)
-
-
-def _write_video(root: Path, split: str, v: int, video: SyntheticVideo, layouts) -> list:
-    """Writes one video in `layouts`; returns its Cityscapes-VPS ground-truth frames."""
-    from vipdl.data import layouts as layouts_lib  # Local: layouts imports nothing from here.
-    from vipdl.evaluation import writers
-
-    gt_frames = []
-    annotated = video.annotated_frames
-    for t in range(video.frames.shape[0]):
-        image = video.frames[t]
-        first: list[Path] = []
-        if "cityscapes_vps" in layouts:
-            base = f"{CITY}_{v:06d}_{t:06d}"
-            _write_image(root / split / "img_all" / f"{base}_leftImg8bit.png", image, first)
-            if t in annotated:
-                image_id = f"{v:04d}_{t + 1:04d}_{base}"
-                _write_image(root / split / "img" / f"{image_id}_leftImg8bit.png", image, first)
-                gt_frames.append((image_id, video.panoptic[t]))
-        if "kitti_step" in layouts:  # KITTI-STEP labels every frame.
-            name = f"{v:04d}/{t:06d}.png"
-            _write_image(root / "images" / split / name, image, first)
-            writers.write_step_png(
-                root / "panoptic_maps" / split / name,
-                video.panoptic[t],
-                label_divisor=DESCRIPTOR.label_divisor,
-            )
-        if "cityscapes_dvps" in layouts and t in annotated:
-            k = annotated.index(t)
-            stem = f"{v:06d}_{k:06d}_{CITY}_{v:06d}_{t:06d}_"
-            base = root / "video_sequence" / split
-            _write_image(base / f"{stem}leftImg8bit.png", image, first)
-            label = layouts_lib.encode_dvps_label(video.panoptic[t], DESCRIPTOR)
-            writers.atomic_write_png(base / f"{stem}gtFine_instanceTrainIds.png", label)
-            writers.write_depth_png(base / f"{stem}depth.png", video.depth[t])
-    return gt_frames
-
-
-def write_dataset(
-    root: str | os.PathLike,
-    *,
-    split_videos: Mapping[str, int],
-    config: SyntheticConfig = DEFAULT_CONFIG,
-    seed: int = 0,
-    layouts: Sequence[str] = LAYOUT_NAMES,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> Path:
-    """Generates videos and writes them in the on-disk layouts of the real datasets.
-
-    Video `i` of split `s` is `generate_video(config, split_seed(seed, s, i))`. Layouts:
-
-    * `cityscapes_vps`: `<root>/<split>/img/{vid:04d}_{raw+1:04d}_synth_{vid:06d}_{raw:06d}_`
-      `leftImg8bit.png` (annotated frames), `<split>/img_all/synth_{vid:06d}_{raw:06d}_`
-      `leftImg8bit.png` (all frames), `<split>/panoptic_video/*_gtFine_color.png` and
-      `<root>/panoptic_gt_<split>_city_vps.json` (written by `vipdl.evaluation.writers`).
-    * `kitti_step`: `<root>/images|panoptic_maps/<split>/{vid:04d}/{raw:06d}.png`, every frame.
-    * `cityscapes_dvps`: `<root>/video_sequence/<split>/{vid:06d}_{k:06d}_synth_{vid:06d}_`
-      `{raw:06d}_` + `leftImg8bit.png` / `gtFine_instanceTrainIds.png` (void 32000) /
-      `depth.png`, for the annotated frames k = 0, 1, ...
-
-    `<root>/synthetic.json` (config, seed, splits, layouts, frame counts) is written last. The
-    whole tree is built in a temporary sibling directory and renamed into place, so an
-    interrupted run leaves `root` untouched.
-
-    Args:
-        root: output directory; must not exist (or be empty) unless `overwrite`.
-        split_videos: number of videos per split, e.g. `{"train": 40, "val": 10}`.
-        config: world options.
-        seed: base seed.
-        layouts: subset of `LAYOUT_NAMES`.
-        overwrite: replace an existing dataset at `root`.
-        progress: show a progress bar.
-
-    Returns:
-        `root` as a `Path`.
+    `SyntheticPairSource(split=...)` and `synthetic_export.write_dataset` both use it, so
+    in-memory training sees the videos of the written dataset.
     """
-    from vipdl.evaluation import writers
-
-    root = Path(root)
-    unknown = sorted(set(layouts) - set(LAYOUT_NAMES))
-    if unknown or not layouts:
-        raise ValueError(f"layouts must be a non-empty subset of {LAYOUT_NAMES}, got {layouts}")
-    bad = {s: n for s, n in split_videos.items() if n < 1 or not re.fullmatch(r"\w+", s)}
-    if bad or not split_videos:
-        raise ValueError(f"split_videos needs word-like split names and >= 1 video, got {bad}")
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{root} exists and is not empty; pass overwrite=True (--overwrite) to replace it"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
-    try:
-        total = sum(split_videos.values())
-        bar = tqdm.tqdm(
-            total=total, desc=f"writing {root.name}", unit="video", disable=not progress
-        )
-        for split, count in split_videos.items():
-            gt_frames = []
-            for v in range(count):
-                video = generate_video(config, split_seed(seed, split, v))
-                gt_frames += _write_video(tmp, split, v, video, layouts)
-                bar.update(1)
-            if "cityscapes_vps" in layouts:
-                writers.write_vps_ground_truth(tmp, split, gt_frames, descriptor=DESCRIPTOR)
-        bar.close()
-        num_annotated = len(config.annotated_frames)
-        metadata = {
-            "config": dataclasses.asdict(config),
-            "seed": seed,
-            "split_videos": dict(split_videos),
-            "layouts": list(layouts),
-            "split_num_frames": {s: n * num_annotated for s, n in split_videos.items()},
-            "split_num_raw_frames": {s: n * config.num_frames for s, n in split_videos.items()},
-        }
-        writers.atomic_write_json(tmp / METADATA_FILE, metadata)
-        _replace_dir(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Moves directory `new` to `target`, replacing it; the old tree is removed only after."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
-
-
-def read_metadata(root: str | os.PathLike) -> dict:
-    """Reads `<root>/synthetic.json` written by `write_dataset`, with a clear error."""
-    path = Path(root) / METADATA_FILE
-    try:
-        meta = json.loads(path.read_text())
-        meta["config"] = SyntheticConfig(**meta["config"])
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path} missing: not a complete synthetic dataset (run vipdl-make-synthetic)"
-        ) from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a valid synthetic dataset description ({e})") from e
-    return meta
+    return (seed, zlib.crc32(split.encode()), video_index)

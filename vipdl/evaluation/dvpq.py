@@ -3,9 +3,10 @@
 Ground truth: `class * 1000 + instance` single-channel PNGs, void = class `ignore_label` (32).
 Predictions: PNG with channel 0 = class, channel 1 = instance; depth as uint16 PNG (metres *
 256). For a depth threshold lambda > 0, predicted pixels with ground-truth depth and relative
-error |pred - gt| / gt > lambda lose their prediction (the official script relabels them to a
-dummy class that never matches and is not averaged, which is the same thing); lambda = 0 is
-plain VPQ. Windows are n consecutive frames of a sequence, scored as one image.
+error |pred - gt| / gt > lambda lose their prediction (the official script relabels them to
+class 19, `num_classes`, which never matches and is not averaged: the same thing); lambda = 0
+is plain VPQ. Predicted pixels of class `num_classes`, the ignore label or 255 are "no
+prediction" too. Windows are n consecutive frames of a sequence, scored as one image.
 
 Unlike `tools/eval_vpq.py` this script has no crowd rule: a thing segment with instance 0 is an
 ordinary segment. Ground-truth segments of the void class are not counted as FN; the union of a
@@ -22,11 +23,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vipdl import formats
 from vipdl.evaluation import pq
-from vipdl.evaluation.readers import DvpsFrame, EvalInputError, read_png
+from vipdl.evaluation.readers import DvpsFrame, EvalInputError
 from vipdl.evaluation.vpq import VpqResult, check_window_sizes, map_videos, windows_stats
 
-# Prediction classes that mean "no prediction" besides the ignore label.
+# Prediction classes that mean "no prediction" besides the ignore label and `num_classes`.
 _PRED_VOID_CLASSES = (255,)
 
 
@@ -90,21 +92,13 @@ def _frame_stats(
     frame: DvpsFrame, opts: DvpqOptions, thresholds: Sequence[float]
 ) -> tuple[dict[float, pq.PairCounts], np.ndarray, float, int]:
     """Decodes one frame; returns pair histograms per threshold, GT ids, AbsRel sum and count."""
-    gt = read_png(frame.gt_panoptic)
-    if gt.ndim != 2:
+    gt = formats.read_grey_png(
+        frame.gt_panoptic, f"a single-channel class * {opts.label_divisor} + instance PNG"
+    )
+    cls, inst = formats.read_dvps_prediction_png(frame.pred_panoptic)
+    if cls.shape != gt.shape:
         raise EvalInputError(
-            f"{frame.gt_panoptic}: expected a single-channel class * {opts.label_divisor} + "
-            f"instance PNG, got shape {gt.shape}"
-        )
-    pred = read_png(frame.pred_panoptic)
-    if pred.ndim != 3 or pred.shape[2] < 2 or pred.dtype != np.uint8:
-        raise EvalInputError(
-            f"{frame.pred_panoptic}: expected an 8-bit PNG with class in channel 0 and instance "
-            f"in channel 1, got shape {pred.shape} dtype {pred.dtype}"
-        )
-    if pred.shape[:2] != gt.shape:
-        raise EvalInputError(
-            f"{frame.pred_panoptic}: prediction size {pred.shape[:2]} differs from ground truth "
+            f"{frame.pred_panoptic}: prediction size {cls.shape} differs from ground truth "
             f"{gt.shape} ({frame.gt_panoptic.name})"
         )
     gvals, gi = pq.dense_ids(gt.astype(np.int32))
@@ -116,14 +110,17 @@ def _frame_stats(
             f"[0, {opts.num_classes}) nor the ignore label {opts.ignore_label}"
         )
 
-    cls = pred[..., 0].astype(np.int32)
-    inst = pred[..., 1].astype(np.int32)
-    void = (cls == opts.ignore_label) | np.isin(cls, _PRED_VOID_CLASSES)
+    # Class `num_classes` (19) is the official script's own "ignored" category: it relabels
+    # depth-rejected pixels to it, it never matches a GT class and its FP are not averaged, so
+    # it is "no prediction" (docs/evaluation.md#void-predictions).
+    void = (
+        (cls == opts.ignore_label) | (cls == opts.num_classes) | np.isin(cls, _PRED_VOID_CLASSES)
+    )
     bad = np.unique(cls[(cls >= opts.num_classes) & ~void])
     if bad.size:
         raise EvalInputError(
             f"{frame.pred_panoptic}: predicted classes {bad.tolist()} are neither in "
-            f"[0, {opts.num_classes}) nor void ({opts.ignore_label} or 255)"
+            f"[0, {opts.num_classes}) nor void ({opts.num_classes}, {opts.ignore_label} or 255)"
         )
     # +1 keeps 0 free for "no prediction" (class 0 instance 0 is a real segment here).
     keys = np.where(void, pq.NO_PREDICTION, cls * opts.label_divisor + inst + 1)
@@ -134,10 +131,11 @@ def _frame_stats(
 
     rel_sum, rel_count, rejected = 0.0, 0, None
     if frame.pred_depth is not None:
-        gd = read_png(frame.gt_depth)
-        pd = read_png(frame.pred_depth)
+        # Raw depth PNG values: the relative error is the same in metres (the scale cancels).
+        gd = formats.read_grey_png(frame.gt_depth, "a single-channel depth PNG")
+        pd = formats.read_grey_png(frame.pred_depth, "a single-channel depth PNG")
         for path, d in ((frame.gt_depth, gd), (frame.pred_depth, pd)):
-            if d.ndim != 2 or d.shape != gt.shape:
+            if d.shape != gt.shape:
                 raise EvalInputError(
                     f"{path}: expected a single-channel depth PNG of size {gt.shape}, "
                     f"got shape {d.shape}"

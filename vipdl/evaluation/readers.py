@@ -1,9 +1,10 @@
 """Readers of the on-disk ground-truth / prediction layouts, with validation.
 
-Every problem is reported as `EvalInputError` (a `ValueError`) naming the offending file and
-what was expected. File-level checks (missing / extra files, JSON structure, categories) run
-up front in the `read_*` functions; pixel-level checks (PNG decoding, sizes, segment ids) run
-while the frames are evaluated.
+Every problem is reported as a `ValueError` naming the offending file and what was expected:
+`EvalInputError` for the checks made here, `vipdl.formats.FormatError` for a file that cannot
+be decoded in its encoding. File-level checks (missing / extra files, JSON structure,
+categories) run up front in the `read_*` functions; pixel-level checks (PNG decoding, sizes,
+segment ids) run while the frames are evaluated.
 """
 
 from __future__ import annotations
@@ -17,61 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from vipdl import formats
 from vipdl.evaluation import pq
 
 
 class EvalInputError(ValueError):
     """Bad evaluation input; the message names the file and what is wrong."""
-
-
-# --- PNG decoding -------------------------------------------------------------------------
-
-
-def read_png(path: str | os.PathLike) -> np.ndarray:
-    """Decodes a PNG fully, turning any decoder failure into an `EvalInputError`.
-
-    Returns:
-      uint8 [h, w, c] / [h, w], or uint16 [h, w] for 16-bit grey PNGs (never int32: newer
-      Pillow decodes 16-bit PNGs as mode I;16, older as I; both give the same values here).
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image)
-                if array.dtype != np.uint16:
-                    array = array.astype(np.int64)
-                    if array.size and (array.min() < 0 or array.max() > 65535):
-                        raise EvalInputError(f"{path}: 16-bit values out of range")
-                    array = array.astype(np.uint16)
-            elif image.mode in ("RGB", "RGBA", "L", "P"):
-                array = np.asarray(image)
-            else:
-                raise EvalInputError(f"{path}: unsupported PNG mode {image.mode}")
-    except FileNotFoundError:
-        raise EvalInputError(f"{path}: file not found") from None
-    except EvalInputError:
-        raise
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
-        raise EvalInputError(f"{path}: cannot decode PNG ({type(e).__name__}: {e})") from None
-    return array
-
-
-def read_rgb_ids(path: str | os.PathLike) -> np.ndarray:
-    """Segment ids of an RGB PNG: R + 256 G + 256^2 B as int32 [height, width]."""
-    rgb = read_png(path)
-    if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
-        raise EvalInputError(
-            f"{path}: expected an 8-bit RGB PNG of segment ids, got shape {rgb.shape} "
-            f"dtype {rgb.dtype}"
-        )
-    ids = rgb[..., 0].astype(np.int32)
-    ids |= rgb[..., 1].astype(np.int32) << 8
-    ids |= rgb[..., 2].astype(np.int32) << 16
-    return ids
 
 
 def load_json(path: str | os.PathLike) -> Any:
@@ -320,13 +273,13 @@ def vps_frame_pairs(frame: VpsFrame) -> pq.PairCounts:
     Validates sizes, that every PNG id is listed in its JSON and vice versa, and that GT areas
     in the JSON (when present) equal the pixel counts.
     """
-    gt_ids = read_rgb_ids(frame.gt_png)
+    gt_ids = formats.read_rgb_ids(frame.gt_png)
     if frame.size is not None and gt_ids.shape != frame.size:
         raise EvalInputError(
             f"{frame.gt_png}: size {gt_ids.shape} differs from the JSON's (height, width) "
             f"{frame.size}"
         )
-    pred_ids = read_rgb_ids(frame.pred_png)
+    pred_ids = formats.read_rgb_ids(frame.pred_png)
     if pred_ids.shape != gt_ids.shape:
         raise EvalInputError(
             f"{frame.pred_png}: prediction size {pred_ids.shape} differs from ground truth "

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vipdl.evaluation.writers import atomic_write_bytes, atomic_write_json
+from vipdl.formats import atomic_write_bytes, atomic_write_json
 
 
 def _f(x: float | None, width: int = 6) -> str:

@@ -22,12 +22,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vipdl import formats
 from vipdl.evaluation import pq
-from vipdl.evaluation.readers import EvalInputError, StepFrame, read_png
+from vipdl.evaluation.readers import EvalInputError, StepFrame
 from vipdl.evaluation.vpq import map_videos
 
 _EPSILON = 1e-15
-_INSTANCE_BITS = 16  # STEP PNGs store the instance in G * 256 + B.
+_INSTANCE_BITS = 16  # STEP PNGs store the instance in G * 256 + B (`formats.read_step_png`).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,14 +181,7 @@ class StqResult:
 
 def read_step_frame(path) -> np.ndarray:
     """KITTI-STEP PNG -> int32 [height, width, 2] (semantic = R, instance = G * 256 + B)."""
-    rgb = read_png(path)
-    if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
-        raise EvalInputError(
-            f"{path}: expected an 8-bit RGB PNG (R = semantic, G * 256 + B = instance), got "
-            f"shape {rgb.shape} dtype {rgb.dtype}"
-        )
-    rgb = rgb.astype(np.int32)
-    return np.stack([rgb[..., 0], rgb[..., 1] * 256 + rgb[..., 2]], axis=-1)
+    return np.stack(formats.read_step_png(path), axis=-1)
 
 
 def _sequence(args) -> SequenceStats:

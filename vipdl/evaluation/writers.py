@@ -1,86 +1,47 @@
-"""Writers for panoptic predictions and ground truth in the official evaluation layouts.
+"""Writers of the Cityscapes-VPS evaluation layout (mcahny/vps `tools/eval_vpq.py`).
 
-* Cityscapes-VPS (mcahny/vps `tools/eval_vpq.py`): `<dir>/pan_pred/<image_id>.png` (RGB segment
-  ids, id = R + 256 G + 256^2 B, 0 = void) plus `<dir>/pred.json`; ground truth as
-  `<root>/<split>/panoptic_video/<image_id>_gtFine_color.png` plus
-  `<root>/panoptic_gt_<split>_city_vps.json`.
-* Cityscapes-DVPS (ViP-DeepLab `eval_dvpq.py`): prediction PNG with channel 0 = class,
-  channel 1 = instance; depth as uint16 PNG of metres * 256.
-* KITTI-STEP: RGB PNG, R = semantic, G * 256 + B = instance.
+Predictions: `<dir>/pan_pred/<image_id>.png` (RGB segment ids, id = R + 256 G + 256^2 B,
+0 = void) plus `<dir>/pred.json`. Ground truth: `<root>/<split>/panoptic_video/<image_id>_`
+`gtFine_color.png` plus `<root>/panoptic_gt_<split>_city_vps.json`.
 
-Every file is written to a temporary name in the target directory and renamed into place, so
-an interrupted run never leaves a half-written PNG or JSON behind.
+The single-file formats of the other layouts (KITTI-STEP PNG, Cityscapes-DVPS prediction and
+depth PNGs) are written by `vipdl.formats`. Every file is written to a temporary name in the
+target directory and renamed into place, so an interrupted run never leaves a half-written PNG
+or JSON behind.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 
-from vipdl.data import labels
-from vipdl.data.descriptors import DatasetDescriptor
+from vipdl import formats
 
-_MAX_RGB_ID = 1 << 24
 # Cityscapes-VPS image ids are "<video>_<frame>[_<anything>]"; readers group frames by the
 # first token and order them by the (integer) second token.
 _VPS_IMAGE_ID = re.compile(r"^[^_/\\]+_\d+(_[^/\\]*)?$")
 
+class LabelConvention(Protocol):
+    """What the ground-truth writer reads of a dataset; a `DatasetDescriptor` has it all."""
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Writes `obj` as JSON (NaN -> error; use None) atomically."""
-    atomic_write_bytes(path, json.dumps(obj, indent=1, allow_nan=False).encode())
-
-
-def atomic_write_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Writes a uint8 [h, w] / [h, w, 3] or uint16 [h, w] array as a lossless PNG, atomically."""
-    array = np.ascontiguousarray(array)
-    if (array.dtype == np.uint16 and array.ndim == 2) or (
-        array.dtype == np.uint8 and array.ndim in (2, 3)
-    ):
-        image = Image.fromarray(array)
-    else:
-        raise ValueError(
-            f"{path}: cannot write a {array.dtype} array of shape {array.shape} as PNG"
-        )
-    with tempfile.SpooledTemporaryFile() as buf:
-        image.save(buf, format="PNG")
-        buf.seek(0)
-        atomic_write_bytes(path, buf.read())
-
-
-def _check_panoptic(panoptic: np.ndarray, what: str) -> np.ndarray:
-    panoptic = np.asarray(panoptic)
-    if panoptic.ndim != 2 or not np.issubdtype(panoptic.dtype, np.integer):
-        raise ValueError(
-            f"{what}: expected an integer panoptic map [height, width], "
-            f"got {panoptic.dtype} of shape {panoptic.shape}"
-        )
-    if panoptic.size and panoptic.min() < 0:
-        raise ValueError(f"{what}: negative panoptic value {panoptic.min()}")
-    return panoptic.astype(np.int64)
+    @property
+    def label_divisor(self) -> int: ...
+    @property
+    def ignore_label(self) -> int: ...
+    @property
+    def thing_ids(self) -> tuple[int, ...]: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+    @property
+    def colormap(self) -> tuple[tuple[int, int, int], ...]: ...
+    def is_thing(self, class_id: int) -> bool: ...
 
 
 def panoptic_to_segments(
@@ -106,13 +67,13 @@ def panoptic_to_segments(
       (segment ids int32 [height, width], segments_info list sorted by id, each
       {"id", "category_id", "iscrowd", "area"}).
     """
-    panoptic = _check_panoptic(panoptic, what)
+    panoptic = formats.panoptic_array(panoptic, what)
     values, areas = np.unique(panoptic, return_counts=True)
     semantic = values // label_divisor
     instance = values % label_divisor
     is_void = semantic == ignore_label
     seg_ids = np.where(is_void, 0, values + 1)
-    if seg_ids.size and seg_ids.max() >= _MAX_RGB_ID:
+    if seg_ids.size and seg_ids.max() >= formats.MAX_RGB_ID:
         raise ValueError(
             f"{what}: panoptic value {values.max()} does not fit a 24-bit RGB segment id "
             f"(semantic * {label_divisor} + instance + 1 must be < 2^24)"
@@ -133,7 +94,7 @@ def panoptic_to_segments(
 
 
 class VpsPredictionWriter:
-    """Writes predictions in the Cityscapes-VPS layout: <out_dir>/pan_pred/<image_id>.png + pred.json.
+    """Writes Cityscapes-VPS predictions: <out_dir>/pan_pred/<image_id>.png + pred.json.
 
     Usage:
         with VpsPredictionWriter(out, label_divisor=1000, ignore_label=255,
@@ -180,7 +141,7 @@ class VpsPredictionWriter:
             what=f"prediction {image_id!r}",
         )
         file_name = f"{image_id}.png"
-        atomic_write_png(self.out_dir / "pan_pred" / file_name, labels.id_to_rgb(ids))
+        formats.write_rgb_ids(self.out_dir / "pan_pred" / file_name, ids)
         self._seen.add(image_id)
         self._annotations.append(
             {"image_id": image_id, "file_name": file_name, "segments_info": info}
@@ -190,7 +151,7 @@ class VpsPredictionWriter:
         """Writes pred.json (atomically). Idempotent."""
         if self._closed:
             return
-        atomic_write_json(self.out_dir / "pred.json", {"annotations": self._annotations})
+        formats.atomic_write_json(self.out_dir / "pred.json", {"annotations": self._annotations})
         self._closed = True
 
     def __enter__(self) -> VpsPredictionWriter:
@@ -203,7 +164,7 @@ class VpsPredictionWriter:
             self._closed = True
 
 
-def vps_categories(descriptor: DatasetDescriptor) -> list[dict[str, Any]]:
+def vps_categories(descriptor: LabelConvention) -> list[dict[str, Any]]:
     """The `categories` list of a Cityscapes-VPS style JSON for `descriptor`."""
     return [
         {
@@ -221,7 +182,7 @@ def write_vps_ground_truth(
     split: str,
     frames: Iterable[tuple[str, np.ndarray]],
     *,
-    descriptor: DatasetDescriptor,
+    descriptor: LabelConvention,
 ) -> None:
     """Writes ground truth in the Cityscapes-VPS evaluation layout.
 
@@ -236,7 +197,8 @@ def write_vps_ground_truth(
       frames: (image_id, panoptic int32 [height, width]) in any order; `semantic * D +
         instance` with the descriptor's D; void (ignore_label) -> segment 0, crowd (thing class,
         instance 0) -> iscrowd 1.
-      descriptor: the dataset's classes, things, ignore label and label divisor.
+      descriptor: the dataset's classes, things, ignore label and label divisor (a dataset
+        descriptor, or any object with the attributes of `LabelConvention`).
     """
     root = Path(root)
     out_dir = root / split / "panoptic_video"
@@ -265,7 +227,7 @@ def write_vps_ground_truth(
                 f"[0, {descriptor.num_classes}) and not the ignore label {descriptor.ignore_label}"
             )
         gt_name = f"{image_id}_gtFine_color.png"
-        atomic_write_png(out_dir / gt_name, labels.id_to_rgb(ids))
+        formats.write_rgb_ids(out_dir / gt_name, ids)
         height, width = ids.shape
         images.append(
             {
@@ -277,7 +239,7 @@ def write_vps_ground_truth(
         )
         annotations.append({"image_id": image_id, "file_name": gt_name, "segments_info": info})
     order = sorted(range(len(images)), key=lambda i: images[i]["id"])
-    atomic_write_json(
+    formats.atomic_write_json(
         root / f"panoptic_gt_{split}_city_vps.json",
         {
             "images": [images[i] for i in order],
@@ -285,51 +247,3 @@ def write_vps_ground_truth(
             "categories": vps_categories(descriptor),
         },
     )
-
-
-def write_step_png(path: str | os.PathLike, panoptic: np.ndarray, *, label_divisor: int) -> None:
-    """Writes a KITTI-STEP panoptic PNG (R = semantic, G * 256 + B = instance), atomically.
-
-    Args:
-      path: output file.
-      panoptic: int [height, width], `semantic * label_divisor + instance`.
-      label_divisor: the D of the in-memory encoding.
-    """
-    panoptic = _check_panoptic(panoptic, str(path))
-    atomic_write_png(path, labels.panoptic_to_step_rgb(panoptic, label_divisor))
-
-
-def write_dvps_panoptic_png(
-    path: str | os.PathLike, panoptic: np.ndarray, *, label_divisor: int
-) -> None:
-    """Writes a Cityscapes-DVPS prediction PNG (channel 0 = class, channel 1 = instance).
-
-    This is the format `eval_dvpq.py` reads; instance ids must be < 256 (one byte).
-
-    Args:
-      path: output file.
-      panoptic: int [height, width], `semantic * label_divisor + instance`.
-      label_divisor: the D of the in-memory encoding.
-    """
-    panoptic = _check_panoptic(panoptic, str(path))
-    semantic, instance = panoptic // label_divisor, panoptic % label_divisor
-    if panoptic.size and (semantic.max() > 255 or instance.max() > 255):
-        raise ValueError(
-            f"{path}: class and instance must be <= 255 for the DVPS prediction PNG, got "
-            f"max class {semantic.max()} and max instance {instance.max()}"
-        )
-    rgb = np.stack([semantic, instance, np.zeros_like(semantic)], axis=-1).astype(np.uint8)
-    atomic_write_png(path, rgb)
-
-
-def write_depth_png(path: str | os.PathLike, depth: np.ndarray) -> None:
-    """Writes depth (float [height, width], metres, 0 = none) as uint16 PNG of depth * 256."""
-    depth = np.asarray(depth, dtype=np.float64)
-    if depth.ndim != 2:
-        raise ValueError(f"{path}: expected depth [height, width], got shape {depth.shape}")
-    if depth.size and (not np.isfinite(depth).all() or depth.min() < 0):
-        raise ValueError(f"{path}: depth must be finite and >= 0")
-    scaled = np.round(depth * 256.0)
-    if scaled.size and scaled.max() > 65535:
-        raise ValueError(f"{path}: depth {depth.max():.2f} m exceeds 255.99 m (uint16 / 256)")
-    atomic_write_png(path, scaled.astype(np.uint16))
