@@ -217,6 +217,8 @@ def random_pair_transform(
       A copy of `example` whose images are float32 `[crop_h, crop_w, 3]` (bilinear), panoptic
       maps int32 `[crop_h, crop_w]` (nearest) and depth float32 `[crop_h, crop_w]` (nearest,
       divided by the scale and truncated on deeplab2's x256 integer grid; padding 0).
+
+    Kept in one function because the order of the random draws above is part of the contract.
     """
     image = example[keys.IMAGE]
     in_h, in_w = image.shape[:2]

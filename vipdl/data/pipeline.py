@@ -270,6 +270,9 @@ def make_train_loader(
       A grain iterator: `next(it)` is a dict of numpy arrays with leading axis `batch_size`
       (the "Training batch" of docs/architecture.md); `it.get_state()` / `it.set_state(state)`
       save and restore the position (the state is a small JSON-able dict).
+
+    Kept in one function so the order of the grain stages (which fixes the batches a seed gives)
+    reads top to bottom.
     """
     crop = _check_crop(crop_size_hw)
     _check_shard(shard_index, shard_count)

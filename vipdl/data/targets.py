@@ -182,6 +182,8 @@ def make_targets(
       `GT_OFFSET` float32 `[height, width, 2]` (dy, dx); with `next_panoptic` also
       `GT_NEXT_OFFSET` float32 `[height, width, 2]` and `GT_NEXT_OFFSET_WEIGHTS` float32
       `[height, width]`. Semantic weights stay 1 on void pixels (the loss masks `ignore_label`).
+
+    Kept in one function: the targets share intermediate per-instance tables.
     """
     _check_options(label_divisor, ignore_label)
     panoptic = _check_label(panoptic, "panoptic")
