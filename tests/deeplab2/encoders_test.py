@@ -19,9 +19,18 @@ ENCODERS = {
     "pdl_r50": ("resnet50", 32),
     "pdl_r50beta": ("resnet50_beta", 32),
     "vip_r50beta_dvps": ("resnet50_beta", 32),
+    "enc_wide_resnet41": ("wide_resnet41", 16),
+    "vip_wr41_dvps": ("wide_resnet41", 16),
+    "enc_mobilenet_v3_large": ("mobilenet_v3_large", 32),
+    "pdl_mnv3l": ("mobilenet_v3_large", 32),
 }
 # Encoder-only fixtures whose endpoints are compared, and whether the run is slow on this CPU.
-PARITY = {"enc_resnet50": False, "enc_resnet50_beta": False}
+PARITY = {
+    "enc_resnet50": False,
+    "enc_resnet50_beta": False,
+    "enc_wide_resnet41": True,
+    "enc_mobilenet_v3_large": False,
+}
 
 
 def abstract_encoder(fixture: str) -> nnx.Module:
@@ -45,7 +54,7 @@ def test_keys_map_one_to_one(deeplab2_fixtures, fixture):
     encoder = abstract_encoder(fixture)
     names = d2e.encoder_names(encoder)
     keys = encoder_keys(deeplab2_fixtures, fixture)
-    flat = dict(nnx.to_flat_state(nnx.state(encoder)))
+    flat = dict(nnx.to_flat_state(nnx.state(encoder, (nnx.Param, nnx.BatchStat))))
     assert set(names) == set(keys), (
         sorted(set(keys) - set(names))[:5],
         sorted(set(names) - set(keys))[:5],

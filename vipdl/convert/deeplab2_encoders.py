@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vipdl.models import resnet
+from vipdl.models import mobilenet, resnet, wide_resnet
 
 Path = tuple  # a path into `nnx.state(module)`, e.g. ("stem", 0, "conv", "kernel")
 
@@ -56,6 +56,46 @@ def _resnet_names(encoder: resnet.ResNet) -> dict[str, Path]:
     return names
 
 
+def _wide_resnet_names(encoder: wide_resnet.WideResNet) -> dict[str, Path]:
+    names = _conv_bn("_stem", ("stem",))
+    for s, stage in enumerate(encoder.stages):
+        for b, block in enumerate(stage.blocks):
+            d2 = f"_stage{s + 1}/_block{b + 1}"
+            path = ("stages", s, "blocks", b)
+            if isinstance(block, wide_resnet.BottleneckBlock):
+                convs = ("_conv1_bn_act", "_conv2_bn_act", "_conv3_bn")
+            else:
+                convs = ("_conv1_bn_act", "_conv2_bn")
+            for i, conv in enumerate(convs):
+                names |= _conv_bn(f"{d2}/{conv}", (*path, f"conv{i + 1}"))
+            if block.shortcut is not None:
+                names |= _conv_bn(f"{d2}/_shortcut", (*path, "shortcut"))
+    return names
+
+
+def _mobilenet_names(encoder: mobilenet.MobileNetV3) -> dict[str, Path]:
+    names: dict[str, Path] = {}
+    for i, block in enumerate(encoder.blocks):
+        d2, path = f"_blocks/{i}", ("blocks", i)
+        if not isinstance(block, mobilenet.InvertedBottleneck):
+            names |= _conv_bn(d2, path)
+            continue
+        if block.expand is not None:
+            names |= _conv_bn(f"{d2}/_conv1_bn_act", (*path, "expand"))
+        names[f"{d2}/_conv2_bn_act/_depthwise_conv/depthwise_kernel"] = (
+            *path,
+            "depthwise",
+            "kernel",
+        )
+        names |= _batch_norm(f"{d2}/_conv2_bn_act/_batch_norm", (*path, "depthwise_bn"))
+        if block.se is not None:
+            for d2_conv, conv in (("_se_reduce", "reduce"), ("_se_expand", "expand")):
+                for leaf in ("kernel", "bias"):
+                    names[f"{d2}/_squeeze_excitation/{d2_conv}/{leaf}"] = (*path, "se", conv, leaf)
+        names |= _conv_bn(f"{d2}/_conv3_bn", (*path, "project"))
+    return names
+
+
 def encoder_names(encoder: nnx.Module) -> dict[str, Path]:
     """{deeplab2 variable name relative to `encoder/`: path in `nnx.state(encoder)`}.
 
@@ -65,6 +105,10 @@ def encoder_names(encoder: nnx.Module) -> dict[str, Path]:
     """
     if isinstance(encoder, resnet.ResNet):
         return _resnet_names(encoder)
+    if isinstance(encoder, wide_resnet.WideResNet):
+        return _wide_resnet_names(encoder)
+    if isinstance(encoder, mobilenet.MobileNetV3):
+        return _mobilenet_names(encoder)
     raise TypeError(f"encoder_names: no deeplab2 naming for {type(encoder).__name__}")
 
 
