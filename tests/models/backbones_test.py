@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from vipdl import keys
 from vipdl.convert.deeplab2_encoders import variable_at
-from vipdl.models import backbones, mobilenet, wide_resnet
+from vipdl.models import ModelConfig, ViPDeepLab, backbones, mobilenet, wide_resnet
+from vipdl.models.layers import depthwise_conv
 
 H, W = 33, 65
 # Tiny variants: Wide-ResNet with base width 4 (two rate-2 blocks in stage 5 at OS16), and
@@ -246,3 +248,41 @@ def test_remat_same_loss_and_gradients(kind):
     assert flat[0].keys() == flat[1].keys()
     for path, g in flat[0].items():
         np.testing.assert_allclose(g[...], flat[1][path][...], rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- layers / models
+
+
+@pytest.mark.parametrize("stride, rate", [(2, 1), (1, 2), (2, 2)])
+@pytest.mark.parametrize("hw", [(7, 8), (6, 9)])
+def test_strided_dilated_depthwise_equals_grouped_convolution(stride, rate, hw):
+    rng = np.random.default_rng(stride * 10 + rate)
+    x = jnp.asarray(rng.normal(size=(2, *hw, 3)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(5, 5, 1, 3)), jnp.float32)
+    conv = lambda shifts: (
+        lambda u, v: depthwise_conv(u, v, stride=stride, rate=rate, use_shifts=shifts)
+    )
+    shifts, native = conv(True)(x, kernel), conv(False)(x, kernel)
+    assert shifts.shape == (2, -(-hw[0] // stride), -(-hw[1] // stride), 3)
+    np.testing.assert_allclose(shifts, native, atol=1e-5)
+    g = jnp.asarray(rng.normal(size=shifts.shape), jnp.float32)
+    for a, b in zip(jax.vjp(conv(True), x, kernel)[1](g), jax.vjp(conv(False), x, kernel)[1](g)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="odd k"):
+        depthwise_conv(x, jnp.zeros((2, 2, 1, 3)))
+
+
+@pytest.mark.parametrize(
+    "backbone, output_stride",
+    [("wide_resnet41", 16), ("mobilenet_v3_small", 16)],
+)
+def test_vip_deeplab_runs_on_new_backbones(backbone, output_stride):
+    """The whole ViP-DeepLab (two frames through one encoder call, groups=2) traces end to end."""
+    config = ModelConfig(7, backbone=backbone, output_stride=output_stride, use_depth=True)
+    model = nnx.eval_shape(lambda: ViPDeepLab(config, rngs=nnx.Rngs(0)))
+    out = nnx.eval_shape(
+        lambda m, x: m(x), model, jax.ShapeDtypeStruct((2, 65, 129, 6), jnp.float32)
+    )
+    assert out[keys.PRED_SEMANTIC_LOGITS].shape == (2, 65, 129, 7)
+    assert out[keys.PRED_NEXT_OFFSET_MAP].shape == (2, 65, 129, 2)
+    assert out[keys.PRED_DEPTH].shape == (2, 65, 129)
