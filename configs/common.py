@@ -75,7 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.meta_arch = "vip_deeplab"  # 'vip_deeplab' | 'panoptic_deeplab'.
-    c.model.backbone = "resnet50_beta"  # resnet50 | resnet50_beta | resnet_tiny.
+    c.model.backbone = "resnet50_beta"  # A name of vipdl.models.backbones.BACKBONES.
     c.model.backbone_width = 0  # resnet_tiny base width (0 = its default).
     c.model.backbone_blocks = ()  # Blocks per stage override (() = the backbone's own).
     c.model.output_stride = 32

@@ -17,7 +17,7 @@ from vipdl.data import augment, pipeline, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
-    p for p in glob.glob(os.path.join(REPO, "configs", "*.py")) if not p.endswith("common.py")
+    p for p in glob.glob(os.path.join(REPO, "configs", "*.py")) if os.path.basename(p) not in ("common.py", "__init__.py")
 )
 
 

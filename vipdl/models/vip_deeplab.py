@@ -35,15 +35,16 @@ def _check_images(images: jax.Array, channels: int, name: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a `PanopticDeepLab` / `ViPDeepLab` (docs/architecture.md#model).
+    """Architecture of a `PanopticDeepLab` / `ViPDeepLab` (docs/architecture.md#network).
 
     The defaults are deeplab2's Cityscapes(-DVPS) ResNet-50-beta OS32 model.
 
     Attributes:
         num_classes: semantic classes (the dataset's, void excluded).
         backbone: a name of `vipdl.models.backbones.BACKBONES`.
-        backbone_width: base width of "resnet_tiny" (None = its default).
-        backbone_blocks: blocks-per-stage override (None = the backbone's own).
+        backbone_width: base width of "resnet_tiny" or "wide_resnet41" (None = its default).
+        backbone_blocks: blocks-per-stage override (None = the backbone's own; 4 entries for
+            ResNets, 5 for Wide-ResNet).
         output_stride: 8, 16 or 32.
         aspp_rates: atrous rates of the three 3x3 ASPP branches.
         aspp_channels: channels of every ASPP branch and of its projection.
