@@ -184,6 +184,25 @@ def save_checkpoint(
     return manager.save(step, args=args, metrics=metrics, force=force)
 
 
+def save_model_weights(workdir: str, weights: dict, *, step: int = 0) -> str:
+    """Writes a weights-only checkpoint `<workdir>/checkpoints/<step>/state` synchronously.
+
+    `weights` is a (possibly partial) pure dict of `nnx.state(model, (nnx.Param, nnx.BatchStat))`
+    of numpy or JAX arrays, e.g. a converted deeplab2 checkpoint. It is stored as the `state`
+    item's "model" entry, as `save_checkpoint` stores it, so `restore_model_weights` and
+    `warm_start` read it like a training checkpoint; there is no optimizer or data-iterator state
+    to resume training from. Returns the step directory.
+    """
+    manager = create_manager(checkpoint_dir(workdir), keep=1, best_metric=None, async_save=False)
+    try:
+        state = ocp.args.PyTreeSave({"model": weights})
+        manager.save(step, args=ocp.args.Composite(**{STATE: state}))
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+    return os.path.join(checkpoint_dir(workdir), str(step))
+
+
 def restore_checkpoint(
     manager: ocp.CheckpointManager,
     step: int,
@@ -192,6 +211,13 @@ def restore_checkpoint(
     data_iter: Any,
 ) -> None:
     """Restores `step` into `model`, `optimizer` (in place, keeping their shardings) and `data_iter`."""
+    step_dir = os.path.join(os.fspath(manager.directory), str(step))
+    if not os.path.isdir(os.path.join(step_dir, DATA_ITER)):
+        raise ValueError(
+            f"{step_dir} holds model weights only (e.g. a converted deeplab2 checkpoint), no "
+            "training state to resume; train in a new workdir with "
+            f"--config.init.checkpoint={os.path.dirname(os.path.dirname(step_dir))}"
+        )
     target = _abstract(train_state_tree(model, optimizer))
     restored = manager.restore(
         step,
