@@ -257,7 +257,7 @@ def model_names(model: nnx.Module) -> dict[str, Path]:
 
 def _check_covers(names: dict[str, Path], model: nnx.Module) -> None:
     """The mapping must be a bijection onto the model's parameters and statistics."""
-    paths = {tuple(p) for p, _ in nnx.state(model, _WEIGHTS).flat_state()}
+    paths = {tuple(p) for p, _ in nnx.to_flat_state(nnx.state(model, _WEIGHTS))}
     counts = collections.Counter(names.values())
     twice = sorted(_join(p) for p, n in counts.items() if n > 1)
     uncovered = sorted(_join(p) for p in paths - set(counts))
@@ -441,7 +441,7 @@ def _backbone_candidates() -> list[_Candidate]:
         encoder = nnx.eval_shape(
             lambda name=name: backbones.create_backbone(name, output_stride=32, rngs=nnx.Rngs(0))
         )
-        flat = dict(nnx.state(encoder, _WEIGHTS).flat_state())
+        flat = dict(nnx.to_flat_state(nnx.state(encoder, _WEIGHTS)))
         names = deeplab2_encoders.encoder_names(encoder)
         out.append(_Candidate(name, {k: tuple(flat[p].get_value().shape)
                                      for k, p in names.items()}))
@@ -518,6 +518,12 @@ def _canonical(key: str) -> str | None:
 
 
 def _converted(key: str, array: np.ndarray, target_shape: tuple[int, ...]) -> np.ndarray:
+    name = key[: -len(SUFFIX)] if key.endswith(SUFFIX) else key
+    if name.endswith("/depthwise_kernel") and not (array.ndim == 4 and array.shape[3] == 1):
+        # deeplab2 always stores [kh, kw, C, 1]; a kernel already in vipdl's [kh, kw, 1, C]
+        # layout would otherwise pass the shape check untransposed.
+        raise ValueError(f"deeplab2 variable {key!r}: depthwise kernel of shape {array.shape}, "
+                         "expected [kh, kw, C, 1]")
     return deeplab2_encoders.to_vipdl_value(key, array, target_shape)
 
 
@@ -545,7 +551,8 @@ def _checkpoint_architecture(
         meta = "panoptic_deeplab"
     else:
         meta = "encoder_only" if encoder else "panoptic_deeplab"
-    classes = names.get("semantic_last_layer/kernel")
+    # The bias tells the class count too when the kernel is what is missing.
+    classes = names.get("semantic_last_layer/kernel") or names.get("semantic_last_layer/bias")
     return Architecture(
         meta_arch=meta,
         backbone=backbone,
@@ -553,6 +560,44 @@ def _checkpoint_architecture(
         use_depth="depth_head_last_layer/kernel" in names,
         num_classes=int(classes[-1]) if classes and meta != "encoder_only" else None,
     )
+
+
+def _differences(
+    found: Architecture, wanted: Architecture, shapes: Mapping[str, tuple[int, ...]],
+    model_encoder: Mapping[str, tuple[int, ...]],
+) -> dict[str, str]:
+    """{aspect: the checkpoint entry that shows it} for every architecture difference."""
+    out = {}
+    full = found.meta_arch != "encoder_only"
+    if full and found.meta_arch != wanted.meta_arch:
+        has = "has" if found.meta_arch == "vip_deeplab" else "has no"
+        out["meta-architecture"] = f"the checkpoint {has} next_instance_decoder/ variables"
+    if full and found.use_depth != wanted.use_depth:
+        has = "has" if found.use_depth else "has no"
+        out["depth head"] = f"the checkpoint {has} depth_head_last_layer/kernel"
+    if full and found.num_classes not in (None, wanted.num_classes):
+        shape = list(shapes.get("semantic_last_layer/kernel", ()))
+        out["number of classes"] = (f"semantic_last_layer/kernel {shape} in the checkpoint, "
+                                    f"{wanted.num_classes} classes in the config")
+    encoder = {k[len(ENCODER_PREFIX):]: v for k, v in shapes.items()
+               if k.startswith(ENCODER_PREFIX)}
+    # Kernels first: their shapes say most about the layer.
+    order = lambda k: (not k.endswith("kernel"), k)
+    extra = sorted(set(encoder) - set(model_encoder), key=order)
+    missing = sorted(set(model_encoder) - set(encoder), key=order)
+    if found.backbone != wanted.backbone and (found.backbone is not None or extra or missing):
+        if extra:
+            evidence = (f"{ENCODER_PREFIX}{extra[0]} {list(encoder[extra[0]])} is not in a "
+                        f"{wanted.backbone} encoder ({len(extra)} such keys)")
+        elif missing:
+            evidence = (f"{ENCODER_PREFIX}{missing[0]} of a {wanted.backbone} encoder is missing "
+                        f"({len(missing)} such keys)")
+        else:
+            key = next(k for k in sorted(encoder) if not _fits(k, encoder[k], model_encoder[k]))
+            evidence = (f"{ENCODER_PREFIX}{key} is {list(encoder[key])} in the checkpoint, "
+                        f"{list(model_encoder[key])} in a {wanted.backbone} encoder")
+        out["backbone"] = evidence
+    return out
 
 
 def _mismatch_message(source: str, found: Architecture, wanted: Architecture,
@@ -623,7 +668,7 @@ def convert_weights(
     expected = model_names(model)
     wanted = model_architecture(model)
     targets = {tuple(p): tuple(v.get_value().shape)
-               for p, v in nnx.state(model, _WEIGHTS).flat_state()}
+               for p, v in nnx.to_flat_state(nnx.state(model, _WEIGHTS))}
     model_encoder = {n[len(ENCODER_PREFIX):]: targets[p] for n, p in expected.items()
                      if n.startswith(ENCODER_PREFIX)}
     found = _checkpoint_architecture(shapes, model_encoder, wanted.backbone)
@@ -631,20 +676,11 @@ def convert_weights(
         expected = {n: p for n, p in expected.items() if n.startswith(ENCODER_PREFIX)}
 
     # Architecture first: one wrong choice makes hundreds of keys differ.
-    encoder_fits = {n for n in shapes if n.startswith(ENCODER_PREFIX)} == {
-        ENCODER_PREFIX + n for n in model_encoder}
-    aspects = []
-    if found.meta_arch not in ("encoder_only", wanted.meta_arch):
-        aspects.append("meta-architecture")
-    if found.meta_arch != "encoder_only" and found.use_depth != wanted.use_depth:
-        aspects.append("depth head")
-    if found.meta_arch != "encoder_only" and found.num_classes != wanted.num_classes:
-        aspects.append("number of classes")
-    if found.backbone != wanted.backbone and not (found.backbone is None and encoder_fits):
-        aspects.append("backbone")
+    aspects = _differences(found, wanted, shapes, model_encoder)
     if aspects:
-        raise ValueError(_mismatch_message(
-            source.name, found, wanted, [f"  differs in: {', '.join(aspects)}"]))
+        details = [f"  differs in: {', '.join(aspects)}"]
+        details += [f"    {aspect}: {evidence}" for aspect, evidence in aspects.items()]
+        raise ValueError(_mismatch_message(source.name, found, wanted, details))
 
     missing = sorted(set(expected) - set(names))
     extra = sorted(set(names) - set(expected))
