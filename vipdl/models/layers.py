@@ -295,51 +295,94 @@ class ConvBN(nnx.Module):
         return jax.nn.relu(x) if self.relu else x
 
 
-def _depthwise_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    pad = same_padding(kernel.shape[0])
+def _depthwise_native(x: jax.Array, kernel: jax.Array, stride: int, rate: int) -> jax.Array:
+    pad = same_padding(kernel.shape[0], rate)
     return jax.lax.conv_general_dilated(
         x,
         kernel,
-        (1, 1),
+        (stride, stride),
         (pad, pad),
+        rhs_dilation=(rate, rate),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=x.shape[-1],
     )
 
 
-@jax.custom_vjp
-def _depthwise_shifts(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _shift_sum(
+    xp: jax.Array, kernel: jax.Array, stride: int, rate: int, out_hw: tuple[int, int]
+) -> jax.Array:
+    """`out[y, x] = sum_ij xp[y*stride + i*rate, x*stride + j*rate] * kernel[i, j]` per channel."""
     k = kernel.shape[0]
-    pad = same_padding(k)
-    h, w = x.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
+    h, w = out_hw
     out = None
     for i in range(k):
         for j in range(k):
-            term = xp[:, i : i + h, j : j + w, :] * kernel[i, j, 0]
+            window = xp[
+                :,
+                i * rate : i * rate + (h - 1) * stride + 1 : stride,
+                j * rate : j * rate + (w - 1) * stride + 1 : stride,
+                :,
+            ]
+            term = window * kernel[i, j, 0]
             out = term if out is None else out + term
     return out
 
 
-def _depthwise_shifts_fwd(x, kernel):
-    return _depthwise_shifts(x, kernel), (x, kernel)
+def _depthwise_out_hw(x: jax.Array, stride: int) -> tuple[int, int]:
+    # With `same_padding` the output keeps pixels 0, stride, 2*stride, ... of the input grid.
+    return tuple((n - 1) // stride + 1 for n in x.shape[1:3])
 
 
-def _depthwise_shifts_bwd(residuals, g):
-    # Input gradient: the same shift-sum with the kernel flipped (a "full" correlation of g).
-    # Kernel gradient: k*k per-channel reductions. XLA:CPU computes the grouped-convolution
-    # filter gradient as a dense convolution (channels x more FLOPs), so both stay elementwise.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise_shifts(x: jax.Array, kernel: jax.Array, stride: int, rate: int) -> jax.Array:
+    pad = same_padding(kernel.shape[0], rate)
+    xp = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
+    return _shift_sum(xp, kernel, stride, rate, _depthwise_out_hw(x, stride))
+
+
+def _depthwise_shifts_fwd(x, kernel, stride, rate):
+    return _depthwise_shifts(x, kernel, stride, rate), (x, kernel)
+
+
+def _depthwise_shifts_bwd(stride, rate, residuals, g):
+    # A strided convolution is the stride-1 one sampled every `stride` pixels, so the input
+    # gradient is the stride-1 transpose (the shift-sum with the flipped kernel, padding
+    # swapped) of g spread back onto the full grid with zeros in between. The kernel gradient
+    # is k*k per-channel reductions. XLA:CPU computes the grouped-convolution filter gradient as
+    # a dense convolution (channels x more FLOPs), so both stay elementwise.
     x, kernel = residuals
     k = kernel.shape[0]
-    pad = same_padding(k)
+    before, after = same_padding(k, rate)
     h, w = x.shape[1:3]
-    dx = _depthwise_shifts(g, kernel[::-1, ::-1])
-    xp = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
+    ho, wo = g.shape[1:3]
+    g_full = jax.lax.pad(
+        g,
+        jnp.zeros((), g.dtype),
+        (
+            (0, 0, 0),
+            (0, h - (ho - 1) * stride - 1, stride - 1),
+            (0, w - (wo - 1) * stride - 1, stride - 1),
+            (0, 0, 0),
+        ),
+    )
+    gp = jnp.pad(g_full, ((0, 0), (after, before), (after, before), (0, 0)))
+    dx = _shift_sum(gp, kernel[::-1, ::-1], 1, rate, (h, w))
+    xp = jnp.pad(x, ((0, 0), (before, after), (before, after), (0, 0)))
     dk = jnp.stack(
         [
             jnp.stack(
                 [
-                    jnp.sum(xp[:, i : i + h, j : j + w, :] * g, axis=(0, 1, 2), dtype=jnp.float32)
+                    jnp.sum(
+                        xp[
+                            :,
+                            i * rate : i * rate + (ho - 1) * stride + 1 : stride,
+                            j * rate : j * rate + (wo - 1) * stride + 1 : stride,
+                            :,
+                        ]
+                        * g,
+                        axis=(0, 1, 2),
+                        dtype=jnp.float32,
+                    )
                     for j in range(k)
                 ]
             )
@@ -357,8 +400,18 @@ _depthwise_shifts.defvjp(_depthwise_shifts_fwd, _depthwise_shifts_bwd)
 DEPTHWISE_USE_SHIFTS: bool | None = None
 
 
-def depthwise_conv(x: jax.Array, kernel: jax.Array, *, use_shifts: bool | None = None) -> jax.Array:
-    """Stride-1 "SAME" depthwise convolution `[b, h, w, c] * [k, k, 1, c] -> [b, h, w, c]`.
+def depthwise_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    stride: int = 1,
+    rate: int = 1,
+    use_shifts: bool | None = None,
+) -> jax.Array:
+    """ "SAME" depthwise convolution `[b, h, w, c] * [k, k, 1, c] -> [b, h', w', c]`.
+
+    Padding is deeplab2's `same_padding(k, rate)` for every stride, so `h' = ceil(h / stride)`
+    and the output samples input pixels 0, stride, 2*stride, ...; `rate` dilates the kernel.
 
     With `use_shifts` (default: on the CPU backend) it is a sum of k*k shifted, per-channel-scaled
     copies of the padded input, with a matching hand-written gradient: XLA:CPU lowers grouped
@@ -366,26 +419,49 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, *, use_shifts: bool | None =
     filter gradient to a dense convolution. Accelerators use the native grouped convolution.
     Both compute the same cross-correlation.
     """
+    if kernel.shape[0] % 2 == 0 or kernel.shape[0] != kernel.shape[1]:
+        raise ValueError(
+            f"depthwise_conv: kernel must be [k, k, 1, c] with odd k, got {kernel.shape}"
+        )
     if use_shifts is None:
         use_shifts = DEPTHWISE_USE_SHIFTS
     if use_shifts is None:
         use_shifts = jax.default_backend() == "cpu"
-    return _depthwise_shifts(x, kernel) if use_shifts else _depthwise_native(x, kernel)
+    if use_shifts:
+        return _depthwise_shifts(x, kernel, stride, rate)
+    return _depthwise_native(x, kernel, stride, rate)
 
 
 class DepthwiseConv(nnx.Module):
-    """Depthwise k x k conv, multiplier 1, no bias; kernel `[k, k, 1, channels]` (Glorot uniform)."""
+    """Depthwise k x k conv, multiplier 1, no bias; kernel `[k, k, 1, channels]` (Glorot uniform).
+
+    `[b, h, w, channels] -> [b, ceil(h / stride), ceil(w / stride), channels]`; `rate` dilates.
+    """
 
     def __init__(
-        self, channels: int, kernel_size: int, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs
+        self,
+        channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        rate: int = 1,
+        dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
     ):
         self.kernel = nnx.Param(
             glorot_uniform(rngs.params(), (kernel_size, kernel_size, 1, channels), jnp.float32)
         )
+        self.stride = stride
+        self.rate = rate
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return depthwise_conv(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        return depthwise_conv(
+            x.astype(self.dtype),
+            self.kernel[...].astype(self.dtype),
+            stride=self.stride,
+            rate=self.rate,
+        )
 
 
 class SeparableConvBN(nnx.Module):

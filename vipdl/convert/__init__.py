@@ -1,0 +1,1 @@
+"""Converters from other frameworks' checkpoints to vipdl parameters (docs/architecture.md#backbones)."""
