@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from vipdl.convert import deeplab2_encoders as d2e
-from vipdl.models import backbones
+from vipdl.models import ModelConfig, PanopticDeepLab, ViPDeepLab, backbones
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # Fixture -> (vipdl backbone name, output stride) of its encoder.
@@ -24,13 +24,8 @@ ENCODERS = {
     "enc_mobilenet_v3_large": ("mobilenet_v3_large", 32),
     "pdl_mnv3l": ("mobilenet_v3_large", 32),
 }
-# Encoder-only fixtures whose endpoints are compared, and whether the run is slow on this CPU.
-PARITY = {
-    "enc_resnet50": False,
-    "enc_resnet50_beta": False,
-    "enc_wide_resnet41": True,
-    "enc_mobilenet_v3_large": False,
-}
+# Encoder-only fixtures whose endpoints are compared (all four: 2-8 s each on this CPU).
+PARITY = ("enc_resnet50", "enc_resnet50_beta", "enc_wide_resnet41", "enc_mobilenet_v3_large")
 
 
 def abstract_encoder(fixture: str) -> nnx.Module:
@@ -38,6 +33,21 @@ def abstract_encoder(fixture: str) -> nnx.Module:
     return nnx.eval_shape(
         lambda: backbones.create_backbone(name, output_stride=os_, rngs=nnx.Rngs(0))
     )
+
+
+def loaded_encoder(d2, fixture: str) -> nnx.Module:
+    """The fixture's encoder with its seeded deeplab2 weights, in eval mode.
+
+    Built abstractly (random init of 100M parameters costs more than the test itself), then
+    every parameter and statistic is loaded; the drop-path RNG state gets concrete keys.
+    """
+    encoder = abstract_encoder(fixture)
+    d2e.load_encoder_weights(encoder, d2.seeded_weights(fixture))
+    for i, (path, _) in enumerate(nnx.to_flat_state(nnx.state(encoder, nnx.RngState))):
+        var = d2e.variable_at(encoder, path)
+        var.set_value(jax.random.key(i) if path[-1] == "key" else jnp.zeros((), jnp.uint32))
+    encoder.eval()
+    return encoder
 
 
 def encoder_keys(d2, fixture: str) -> dict[str, tuple[int, ...]]:
@@ -96,7 +106,9 @@ def test_to_vipdl_value_layouts():
 
 
 def test_load_rejects_mismatched_checkpoint(deeplab2_fixtures):
-    encoder = backbones.create_backbone("resnet_tiny", output_stride=32, rngs=nnx.Rngs(0))
+    encoder = nnx.eval_shape(
+        lambda: backbones.create_backbone("resnet_tiny", output_stride=32, rngs=nnx.Rngs(0))
+    )
     names = sorted(d2e.encoder_names(encoder))
     flat = dict(nnx.to_flat_state(nnx.state(encoder)))
     weights = {
@@ -111,19 +123,13 @@ def test_load_rejects_mismatched_checkpoint(deeplab2_fixtures):
     with pytest.raises(ValueError, match=r"missing \['encoder/_stage2.*\(1\), unused .*_stage9"):
         d2e.load_encoder_weights(encoder, weights)
     with pytest.raises(TypeError, match="no deeplab2 naming for Linear"):
-        d2e.encoder_names(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+        d2e.encoder_names(nnx.eval_shape(lambda: nnx.Linear(2, 2, rngs=nnx.Rngs(0))))
 
 
-@pytest.mark.parametrize(
-    "fixture",
-    [pytest.param(f, marks=[pytest.mark.slow] if slow else []) for f, slow in PARITY.items()],
-)
+@pytest.mark.parametrize("fixture", PARITY)
 def test_endpoints_match_deeplab2(deeplab2_fixtures, fixture):
     d2 = deeplab2_fixtures
-    name, os_ = ENCODERS[fixture]
-    encoder = backbones.create_backbone(name, output_stride=os_, rngs=nnx.Rngs(0))
-    d2e.load_encoder_weights(encoder, d2.seeded_weights(fixture))
-    encoder.eval()
+    encoder = loaded_encoder(d2, fixture)
     for size, refs in d2.outputs(fixture).items():
         image = d2.inputs(fixture)[size].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
         out = nnx.jit(lambda m, x: m(x))(encoder, jnp.asarray(image))
@@ -136,3 +142,31 @@ def test_endpoints_match_deeplab2(deeplab2_fixtures, fixture):
             ratio = float(np.abs(got - ref).max()) / std
             print(f"{fixture} {size} {key}: max|diff|/std = {ratio:.2e}")
             assert ratio <= 1e-3, (key, ratio)
+
+
+# Full models with the fixtures' decoders: deeplab2's defaults everywhere (ASPP 256, semantic
+# decoder 256 with low-level projections 64/32, instance decoder 128 with 32/16, heads 256/32,
+# depth head 64), only backbone and output stride change.
+MODELS = {
+    "pdl_r50": (PanopticDeepLab, ModelConfig(19, backbone="resnet50")),
+    "pdl_r50beta": (PanopticDeepLab, ModelConfig(19)),
+    "pdl_mnv3l": (PanopticDeepLab, ModelConfig(19, backbone="mobilenet_v3_large")),
+    "vip_r50beta_dvps": (ViPDeepLab, ModelConfig(19, use_depth=True)),
+    "vip_wr41_dvps": (
+        ViPDeepLab,
+        ModelConfig(19, backbone="wide_resnet41", output_stride=16, use_depth=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("fixture", sorted(MODELS))
+def test_full_model_parameter_counts(deeplab2_fixtures, fixture):
+    """Parameters + BatchNorm statistics of the whole model == every seeded checkpoint entry."""
+    cls, config = MODELS[fixture]
+    model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
+    ours = sum(
+        int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(model, (nnx.Param, nnx.BatchStat)))
+    )
+    shapes = deeplab2_fixtures.key_shapes(fixture)
+    theirs = sum(int(np.prod(s)) for k, (s, _) in shapes.items() if deeplab2_fixtures.is_seeded(k))
+    assert ours == theirs

@@ -169,12 +169,12 @@ def load_encoder_weights(
             f"{' ...' if len(unused) > 5 else ''} ({len(unused)})"
         )
     for name, path in names.items():
-        var = _variable(encoder, path)
+        var = variable_at(encoder, path)
         value = to_vipdl_value(prefix + name, given[name], var.get_value().shape)
         var.set_value(jnp.asarray(value, var.get_value().dtype))
 
 
-def _variable(module: nnx.Module, path: Path) -> nnx.Variable:
+def variable_at(module: nnx.Module, path: Path) -> nnx.Variable:
     """The variable at `path` of `nnx.state(module)` (attribute names and list indices)."""
     node = module
     for part in path:

@@ -10,14 +10,17 @@ from vipdl.models.layers import (
     resize_align_corners,
     resize_and_rescale_offsets,
 )
+from vipdl.models.mobilenet import MobileNetV3
 from vipdl.models.resnet import ResNet, ResNetSpec, backbone_spec, tiny_spec
 from vipdl.models.vip_deeplab import ModelConfig, PanopticDeepLab, ViPDeepLab
+from vipdl.models.wide_resnet import WideResNet, WideResNetSpec
 
 __all__ = [
     "ASPP",
     "BACKBONES",
     "BatchNorm",
     "ConvBN",
+    "MobileNetV3",
     "ModelConfig",
     "PanopticDeepLab",
     "PanopticDeepLabDecoder",
@@ -26,6 +29,8 @@ __all__ = [
     "ResNetSpec",
     "SeparableConvBN",
     "ViPDeepLab",
+    "WideResNet",
+    "WideResNetSpec",
     "aspp_pool_size",
     "backbone_spec",
     "create_backbone",

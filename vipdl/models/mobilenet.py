@@ -185,9 +185,16 @@ class InvertedBottleneck(nnx.Module):
         return (y + x if self.residual else y), depthwise_out
 
 
-def _conv_block(conv: ConvBN, x: jax.Array, activation: str, groups: int):
-    y = ACTIVATIONS[activation](conv(x, groups=groups))
-    return y, y
+def _block_fn(block: nnx.Module, activation: str, groups: int):
+    """`f(block, x) -> (output, endpoint)` for one block (the form `nnx.remat` wraps)."""
+    if isinstance(block, InvertedBottleneck):
+        return lambda b, x: b(x, groups=groups)
+
+    def conv_block(b, x):
+        y = ACTIVATIONS[activation](b(x, groups=groups))
+        return y, y
+
+    return conv_block
 
 
 class MobileNetV3(nnx.Module):
@@ -283,10 +290,7 @@ class MobileNetV3(nnx.Module):
         x = images
         endpoints = {}
         for block, act, name in zip(self.blocks, self.activations, self.endpoint_names):
-            if isinstance(block, InvertedBottleneck):
-                call = lambda b, y: b(y, groups=groups)
-            else:
-                call = lambda b, y, act=act: _conv_block(b, y, act, groups)
+            call = _block_fn(block, act, groups)
             if self.remat:
                 # Recompute the block's activations in the backward pass instead of storing them.
                 x, endpoint = nnx.remat(call)(block, x)
