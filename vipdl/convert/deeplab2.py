@@ -426,26 +426,16 @@ def _encoder_kind(names: Iterable[str]) -> str:
     return "no known stem" if names else "no encoder variables"
 
 
-@dataclasses.dataclass(frozen=True)
-class _Candidate:
-    backbone: str
-    shapes: dict[str, tuple[int, ...]]  # deeplab2 name -> vipdl shape
-
-
-def _backbone_candidates() -> list[_Candidate]:
-    """Every vipdl backbone's deeplab2 encoder names and variable shapes (built abstractly)."""
+def _backbone_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """{deeplab2 encoder variable name: vipdl shape} of backbone `name` (built abstractly)."""
     from vipdl.models import backbones
 
-    out = []
-    for name in backbones.BACKBONES:
-        encoder = nnx.eval_shape(
-            lambda name=name: backbones.create_backbone(name, output_stride=32, rngs=nnx.Rngs(0))
-        )
-        flat = dict(nnx.to_flat_state(nnx.state(encoder, _WEIGHTS)))
-        names = deeplab2_encoders.encoder_names(encoder)
-        out.append(_Candidate(name, {k: tuple(flat[p].get_value().shape)
-                                     for k, p in names.items()}))
-    return out
+    encoder = nnx.eval_shape(
+        lambda: backbones.create_backbone(name, output_stride=32, rngs=nnx.Rngs(0))
+    )
+    flat = dict(nnx.to_flat_state(nnx.state(encoder, _WEIGHTS)))
+    return {k: tuple(flat[p].get_value().shape)
+            for k, p in deeplab2_encoders.encoder_names(encoder).items()}
 
 
 def _fits(name: str, shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
@@ -457,11 +447,13 @@ def _fits(name: str, shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
 
 
 def _detect_backbone(encoder: Mapping[str, tuple[int, ...]]) -> str | None:
-    for candidate in _backbone_candidates():
-        if set(candidate.shapes) == set(encoder) and all(
-            _fits(k, encoder[k], candidate.shapes[k]) for k in encoder
-        ):
-            return candidate.backbone
+    """The vipdl backbone whose deeplab2 variables are exactly `encoder`'s (name -> shape)."""
+    from vipdl.models import backbones
+
+    for name in backbones.BACKBONES:
+        shapes = _backbone_shapes(name)
+        if set(shapes) == set(encoder) and all(_fits(k, encoder[k], shapes[k]) for k in encoder):
+            return name
     return None
 
 
