@@ -253,8 +253,7 @@ def test_remat_same_loss_and_gradients(kind):
 # ----------------------------------------------------------------------------- layers / models
 
 
-@pytest.mark.parametrize("stride, rate", [(2, 1), (1, 2), (2, 2)])
-@pytest.mark.parametrize("hw", [(7, 8), (6, 9)])
+@pytest.mark.parametrize("stride, rate, hw", [(2, 1, (7, 8)), (1, 2, (6, 9)), (2, 2, (6, 9))])
 def test_strided_dilated_depthwise_equals_grouped_convolution(stride, rate, hw):
     rng = np.random.default_rng(stride * 10 + rate)
     x = jnp.asarray(rng.normal(size=(2, *hw, 3)), jnp.float32)

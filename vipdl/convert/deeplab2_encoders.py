@@ -99,8 +99,8 @@ def _mobilenet_names(encoder: mobilenet.MobileNetV3) -> dict[str, Path]:
 def encoder_names(encoder: nnx.Module) -> dict[str, Path]:
     """{deeplab2 variable name relative to `encoder/`: path in `nnx.state(encoder)`}.
 
-    Covers every variable of the encoder exactly once (parameters and BatchNorm statistics).
-    Supported: `resnet.ResNet` (resnet50, resnet50_beta, resnet_tiny), `WideResNet` and
+    Covers every `nnx.Param` and `nnx.BatchStat` of the encoder exactly once; the only other
+    state, Wide-ResNet's drop-path RNG keys, has no deeplab2 counterpart. Supported: `resnet.ResNet` (resnet50, resnet50_beta, resnet_tiny), `WideResNet` and
     `MobileNetV3`.
     """
     if isinstance(encoder, resnet.ResNet):
