@@ -91,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.use_depth = use_depth
     c.model.depth_head_channels = 64
     c.model.dropout_rate = 0.1  # After the ASPP projection (spec §2.3), training only.
+    c.model.batchnorm_epsilon = 1e-3  # Every BatchNorm (deeplab2's MobileNetV3 recipes: 1e-5).
     c.model.dtype = "float32"  # Compute dtype: 'float32' | 'bfloat16' (params stay float32).
     c.model.remat = False  # Rematerialise backbone blocks to save activation memory.
 

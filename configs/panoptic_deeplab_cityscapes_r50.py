@@ -1,16 +1,28 @@
 r"""Panoptic-DeepLab, ResNet-50-beta OS32, single frames of Cityscapes (the ViP initialisation).
 
 deeplab2 `configs/cityscapes/panoptic_deeplab/resnet50_beta_os32.textproto` (spec §6): Adam
-2.5e-4, poly 0.9, 60k steps, batch 32, crop 1025x2049, ImageNet-pretrained backbone. vipdl has
-no Cityscapes *image* dataset builder yet, so this trains on the annotated frames of
-Cityscapes-VPS (frame t of every pair, 19 classes, same label space) and starts from scratch
+2.5e-4, poly 0.9, 60k steps, batch 32, crop 1025x2049 (ASPP pooling window 33x65), ASPP rates
+3/6/9, eval 1025x2049, NMS 13, ImageNet-pretrained backbone. vipdl has no Cityscapes *image*
+dataset builder yet, so this uses the `cityscapes_vps` descriptor (same 19 classes and ids) and
+trains on the annotated frames of Cityscapes-VPS (frame t of every pair); it starts from scratch
 unless `init.checkpoint` names a converted ImageNet backbone checkpoint.
 
   .venv/bin/python scripts/train.py --config=configs/panoptic_deeplab_cityscapes_r50.py \
-      --workdir=runs/pdl_cityscapes --config.data.data_dir=/data/tfds
+      --workdir=runs/pdl_cityscapes --config.data.data_dir=/data/tfds \
+      --config.init.checkpoint=runs/resnet50_beta_imagenet1k
 
-Expected result: deeplab2 reports PQ 61.16 on Cityscapes val with ImageNet initialisation and
-the full Cityscapes train set; without them expect considerably lower numbers. The run's
+Or convert deeplab2's trained checkpoint (docs/model_zoo.md) and predict or evaluate with it:
+
+  .venv/bin/python scripts/convert_checkpoint.py \
+      --deeplab2 resnet50_beta_os32_panoptic_deeplab_cityscapes_trainfine \
+      --config configs/panoptic_deeplab_cityscapes_r50.py --workdir runs/pdl_r50_d2 \
+      --config.data.data_dir=/data/tfds
+  .venv/bin/python scripts/evaluate.py --workdir runs/pdl_r50_d2
+
+Expected result (deeplab2, Cityscapes val images, ImageNet initialisation and the full
+Cityscapes train set): PQ 60.8 by the official script (61.16 by deeplab2's own evaluator), mIoU
+77.0; without them expect considerably lower numbers. `scripts/evaluate.py` scores the
+Cityscapes-VPS val videos (VPQ with the IoU tracker), which is not the same number. Either
 checkpoint warm-starts `configs/vip_deeplab_cityscapes_dvps_r50.py` via `init.checkpoint`.
 Variants: `:runlocal` (4 steps, tiny model, synthetic data).
 """

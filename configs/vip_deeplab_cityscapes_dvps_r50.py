@@ -12,6 +12,14 @@ fresh (the printed warm-start report lists both).
       --config.init.checkpoint=runs/pdl_cityscapes
   # 16 pairs on fewer accelerators: --config.optim.grad_accum_steps=4 (4 x 4 pairs per step).
 
+Or convert deeplab2's trained checkpoint (docs/model_zoo.md) and predict or evaluate with it:
+
+  .venv/bin/python scripts/convert_checkpoint.py \
+      --deeplab2 resnet50_beta_os32_vip_deeplab_cityscapes_dvps_train \
+      --config configs/vip_deeplab_cityscapes_dvps_r50.py --workdir runs/vip_r50_d2 \
+      --config.data.data_dir=/data/tfds
+  .venv/bin/python scripts/evaluate.py --workdir runs/vip_r50_d2
+
 Expected result (deeplab2, Cityscapes-pretrained init): VPQ 52.82 on Cityscapes-DVPS val
 (VPQ-k 60.61 / 53.14 / 49.89 / 47.66 for k = 0, 5, 10, 15), depth AbsRel 0.112.
 Variants: `:runlocal` (4 steps, tiny model, synthetic data).

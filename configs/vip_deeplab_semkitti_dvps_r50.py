@@ -8,6 +8,14 @@ initialised from the Cityscapes Panoptic-DeepLab checkpoint.
       --workdir=runs/vip_semkitti --config.data.data_dir=/data/tfds \
       --config.init.checkpoint=runs/pdl_cityscapes
 
+Or convert deeplab2's trained checkpoint (docs/model_zoo.md) and predict or evaluate with it:
+
+  .venv/bin/python scripts/convert_checkpoint.py \
+      --deeplab2 resnet50_beta_os32_vip_deeplab_semkitti_dvps_train \
+      --config configs/vip_deeplab_semkitti_dvps_r50.py --workdir runs/vip_semkitti_d2 \
+      --config.data.data_dir=/data/tfds
+  .venv/bin/python scripts/evaluate.py --workdir runs/vip_semkitti_d2
+
 Expected result (deeplab2): VPQ 45.63 on SemKITTI-DVPS val (VPQ over 1 / 5 / 10 / 20-frame
 windows: 48.6 / 45.8 / 44.5 / 43.6), depth AbsRel 0.139.
 Variants: `:runlocal` (4 steps, tiny model, synthetic data).

@@ -53,6 +53,7 @@ def create_manager(
     best_metric: str | None = BEST_METRIC,
     async_save: bool = True,
     read_only: bool = False,
+    low_memory: bool = False,
 ) -> ocp.CheckpointManager:
     """A CheckpointManager keeping the `keep` latest steps plus the best by `best_metric`.
 
@@ -63,6 +64,9 @@ def create_manager(
         only the latest ones.
       async_save: write in a background thread (the train loop continues meanwhile).
       read_only: open an existing directory for restoring only.
+      low_memory: for synchronous saves of host (numpy) arrays that nobody modifies meanwhile:
+        no defensive copy of them and no chunk compression, which would each hold another copy
+        of the weights while Orbax writes (float weights barely compress).
     """
     if keep < 1:
         raise ValueError(f"train.keep_checkpoints must be >= 1, got {keep}")
@@ -86,7 +90,9 @@ def create_manager(
         read_only=read_only,
         cleanup_tmp_directories=not read_only,
     )
-    return ocp.CheckpointManager(directory, options=options, handler_registry=_handler_registry())
+    return ocp.CheckpointManager(
+        directory, options=options, handler_registry=_handler_registry(low_memory=low_memory)
+    )
 
 
 # Orbax splits each replicated array among its replicas so they write in parallel; every split
@@ -95,21 +101,23 @@ def create_manager(
 _MIN_REPLICA_PARALLEL_BYTES = 8 << 20
 
 
-def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+def _handler_registry(*, low_memory: bool = False) -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     th = ocp.type_handlers
     types = th.create_type_handler_registry(
         (int, th.ScalarHandler()),
         (float, th.ScalarHandler()),
         (bytes, th.ScalarHandler()),
         (np.number, th.ScalarHandler()),
-        (np.ndarray, th.NumpyHandler()),
+        (np.ndarray, th.NumpyHandler(deepcopy_host_arrays=not low_memory)),
         (str, th.StringHandler()),
         (
             jax.Array,
             th.ArrayHandler(min_slice_bytes_for_replica_parallel=_MIN_REPLICA_PARALLEL_BYTES),
         ),
     )
-    state_handler = ocp.PyTreeCheckpointHandler(type_handler_registry=types)
+    state_handler = ocp.PyTreeCheckpointHandler(
+        type_handler_registry=types, use_compression=not low_memory
+    )
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     registry.add(STATE, ocp.args.PyTreeSave, state_handler)
     registry.add(STATE, ocp.args.PyTreeRestore, state_handler)
@@ -186,6 +194,29 @@ def save_checkpoint(
     return manager.save(step, args=args, metrics=metrics, force=force)
 
 
+def save_model_weights(workdir: str, weights: dict, *, step: int = 0) -> str:
+    """Writes a weights-only checkpoint `<workdir>/checkpoints/<step>/state` synchronously.
+
+    `weights` is a (possibly partial) pure dict of `nnx.state(model, (nnx.Param, nnx.BatchStat))`
+    of numpy or JAX arrays, e.g. a converted deeplab2 checkpoint. It is stored as the `state`
+    item's "model" entry, as `save_checkpoint` stores it, so `restore_model_weights` and
+    `warm_start` read it like a training checkpoint; there is no optimizer or data-iterator state
+    to resume training from. The arrays are written without copies or compression
+    (`create_manager(low_memory=True)`), so the peak memory stays near one copy of the weights
+    (docs/benchmarks.md#deeplab2-checkpoint-conversion). Returns the step directory.
+    """
+    manager = create_manager(
+        checkpoint_dir(workdir), keep=1, best_metric=None, async_save=False, low_memory=True
+    )
+    try:
+        state = ocp.args.PyTreeSave({"model": weights})
+        manager.save(step, args=ocp.args.Composite(**{STATE: state}))
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+    return os.path.join(checkpoint_dir(workdir), str(step))
+
+
 def restore_checkpoint(
     manager: ocp.CheckpointManager,
     step: int,
@@ -194,6 +225,13 @@ def restore_checkpoint(
     data_iter: Any,
 ) -> None:
     """Restores `step` into `model`, `optimizer` (in place, keeping their shardings) and `data_iter`."""
+    step_dir = os.path.join(os.fspath(manager.directory), str(step))
+    if not os.path.isdir(os.path.join(step_dir, DATA_ITER)):
+        raise ValueError(
+            f"{step_dir} holds model weights only (e.g. a converted deeplab2 checkpoint), no "
+            "training state to resume; train in a new workdir with "
+            f"--config.init.checkpoint={os.path.dirname(os.path.dirname(step_dir))}"
+        )
     target = _abstract(train_state_tree(model, optimizer))
     restored = manager.restore(
         step,

@@ -76,6 +76,8 @@ def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
         max_depth=d.max_depth,
         depth_head_channels=m.depth_head_channels,
         dropout_rate=m.dropout_rate,
+        # Configs saved before the field existed used deeplab2's default.
+        batchnorm_epsilon=m.get("batchnorm_epsilon", 1e-3),
         dtype=m.dtype,
         remat=m.remat,
     )

@@ -23,7 +23,12 @@ from vipdl import keys
 from vipdl.models.backbones import create_backbone
 from vipdl.models.decoder import ASPP, PanopticDeepLabDecoder
 from vipdl.models.heads import PredictionHead
-from vipdl.models.layers import resize_align_corners, resize_and_rescale_offsets, scale_size
+from vipdl.models.layers import (
+    BatchNorm,
+    resize_align_corners,
+    resize_and_rescale_offsets,
+    scale_size,
+)
 
 
 def _check_images(images: jax.Array, channels: int, name: str) -> None:
@@ -57,6 +62,8 @@ class ModelConfig:
         use_depth: adds the depth head; `max_depth` is its output range in metres.
         depth_head_channels: width of the depth head.
         dropout_rate: after each ASPP projection, training only.
+        batchnorm_epsilon: epsilon of every BatchNorm (deeplab2's `batchnorm_epsilon`: 1e-3 by
+            default, 1e-5 in its MobileNetV3 Cityscapes recipes; docs/model_zoo.md).
         dtype: compute dtype name, "float32" or "bfloat16" (parameters stay float32).
         remat: rematerialise backbone stages in the backward pass.
     """
@@ -79,6 +86,7 @@ class ModelConfig:
     max_depth: float = 88.0
     depth_head_channels: int = 64
     dropout_rate: float = 0.1
+    batchnorm_epsilon: float = 1e-3
     dtype: str = "float32"
     remat: bool = False
 
@@ -96,6 +104,10 @@ class ModelConfig:
                 "ModelConfig.semantic_low_level_channels and instance_low_level_channels need "
                 f"two widths (res3, res2), got {self.semantic_low_level_channels}, "
                 f"{self.instance_low_level_channels}"
+            )
+        if not self.batchnorm_epsilon > 0:
+            raise ValueError(
+                f"ModelConfig.batchnorm_epsilon must be positive, got {self.batchnorm_epsilon}"
             )
         if self.dtype not in _DTYPES:
             raise ValueError(f"ModelConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
@@ -116,6 +128,14 @@ def _decoder_kwargs(config: ModelConfig) -> dict:
         dropout_rate=config.dropout_rate,
         dtype=config.compute_dtype,
     )
+
+
+def _set_batchnorm_epsilon(model: nnx.Module, epsilon: float) -> None:
+    # One value for the whole network, as deeplab2 builds every BatchNorm from one factory;
+    # set after construction so the backbones need no extra argument.
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, BatchNorm):
+            module.epsilon = float(epsilon)
 
 
 class PanopticDeepLab(nnx.Module):
@@ -187,6 +207,7 @@ class PanopticDeepLab(nnx.Module):
             if config.use_depth
             else None
         )
+        _set_batchnorm_epsilon(self, config.batchnorm_epsilon)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -279,6 +300,7 @@ class ViPDeepLab(PanopticDeepLab):
             dtype=self.dtype,
             rngs=rngs,
         )
+        _set_batchnorm_epsilon(self, config.batchnorm_epsilon)
 
     def decode_next(
         self,
