@@ -138,9 +138,9 @@ def custom_call_targets(mlir_text: str) -> tuple[str, ...]:
     return tuple(sorted(set(pretty) | set(generic)))
 
 
-def check_custom_calls(targets: Iterable[str],
-                       allowed: Iterable[str] = ALLOWED_CUSTOM_CALLS) -> None:
-    """Raises `ExportError` naming every target outside `allowed`."""
+def check_custom_calls(targets: Iterable[str], allowed: Iterable[str] | None = None) -> None:
+    """Raises `ExportError` naming every target outside `allowed` (`ALLOWED_CUSTOM_CALLS`)."""
+    allowed = ALLOWED_CUSTOM_CALLS if allowed is None else allowed
     bad = sorted(set(targets) - set(allowed))
     if bad:
         raise ExportError(
@@ -270,6 +270,7 @@ def export_workdir(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
     from vipdl import checkpointing, from_config
 
     workdir = Path(workdir)
+    _check_out_dir(Path(out_dir), overwrite)  # Before the (slow) model load.
     config = checkpointing.load_config(str(workdir))
     if not from_config.is_vip(config):
         raise ExportError(
