@@ -124,20 +124,31 @@ def _assert_matches_live(outputs: dict, live: tuple[dict, dict], context: str) -
     things = np.isin(maps["concat_next"] // SYNTHETIC.label_divisor, SYNTHETIC.thing_ids)
     assert (maps["concat_next"][things] % SYNTHETIC.label_divisor).max() > 0, "no instances"
     for name, want in raw.items():
-        np.testing.assert_allclose(outputs[name], want, atol=1e-5, rtol=0,
+        # 1e-5 absolute; depth (tens of metres) also gets float32 rounding, 1e-6 relative.
+        np.testing.assert_allclose(outputs[name], want, atol=1e-5, rtol=1e-6,
                                    err_msg=f"{context}: {name}")
 
 
-def _run_fresh(code: str, cwd: Path, *, with_vipdl: bool = False) -> str:
+def _run_fresh(code: str, cwd: Path, *, block: tuple[str, ...], with_vipdl: bool = False) -> str:
     """Runs `code` in a fresh interpreter in `cwd` and returns its stdout.
 
-    Without `with_vipdl` the repository is not on the path, so only installed packages load.
+    Importing any module in `block` (or below it) raises ImportError there, which proves the
+    code does not need it. Without `with_vipdl` the repository is not on the path.
+    """
+    prologue = f"""
+        import sys
+        class _Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if any(name == b or name.startswith(b + ".") for b in {block!r}):
+                    raise ImportError("blocked by the test: " + name)
+        sys.meta_path.insert(0, _Blocker())
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
     if with_vipdl:
         env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
+    source = textwrap.dedent(prologue) + textwrap.dedent(code)
+    result = subprocess.run([sys.executable, "-c", source], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -183,9 +194,7 @@ def test_stablehlo_in_a_fresh_jax_only_process(model, stablehlo_dirs, tmp_path):
             out = exported.call(inputs[name + "_0"], inputs[name + "_1"])
             assert sorted(out) == sorted(o["name"] for o in manifest["outputs"])
             np.savez(name + ".npz", **{{k: np.asarray(v) for k, v in out.items()}})
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("vipdl", "flax", "tensorflow"))
-        assert not loaded, loaded
-    """, tmp_path)
+    """, tmp_path, block=("vipdl", "flax", "tensorflow"))
     for (h, w) in SIZES:
         got = dict(np.load(tmp_path / f"{h}x{w}.npz"))
         live = _live(model, (h, w), *inputs[f"{h}x{w}"])
@@ -320,9 +329,7 @@ def test_saved_model_in_a_fresh_tensorflow_only_process(model, saved_model_dirs,
                 serve(frame_t=tf.constant(bad), frame_t1=tf.constant(frame))
             except Exception as e:
                 print("ERROR:", " | ".join(str(e).splitlines()))
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("vipdl", "jax", "flax"))
-        assert not loaded, loaded
-    """, tmp_path)
+    """, tmp_path, block=("vipdl", "jax", "flax"))
     for (h, w) in SIZES:
         got = dict(np.load(tmp_path / f"{h}x{w}.npz"))
         live = _live(model, (h, w), *inputs[f"{h}x{w}"])
@@ -417,10 +424,8 @@ def test_exported_predictor_writes_the_live_predictors_pngs(tiny_workdir, tmp_pa
                                    "--output", {str(exported)!r}, "--step", "--batch-size", "3",
                                    "--no-progress"])
         assert code == 0
-        loaded = sorted(m for m in sys.modules
-                        if m.startswith(("vipdl.models", "vipdl.from_config", "tensorflow")))
-        assert not loaded, loaded
-    """, tmp_path, with_vipdl=True)
+    """, tmp_path, block=("vipdl.models", "vipdl.from_config", "vipdl.checkpointing",
+                          "tensorflow", "orbax"), with_vipdl=True)
     live_pngs = sorted((live / "step").rglob("*.png"))
     assert len(live_pngs) == len(frames)
     for png in live_pngs:
