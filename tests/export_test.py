@@ -238,6 +238,15 @@ def test_bad_manifests_are_named(stablehlo_dirs, tmp_path):
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(ExportError, match="manifest.json: not valid JSON"):
         Manifest.read(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps(good))
+    with pytest.raises(FileNotFoundError, match="model.stablehlo not found"):
+        ExportedPairStep.load(tmp_path)
+    (tmp_path / "model.stablehlo").write_bytes(b"not a serialized module")
+    with pytest.raises(ExportError, match=f"jax {jax.__version__} cannot load it"):
+        ExportedPairStep.load(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({**good, "format": "saved_model"}))
+    with pytest.raises(ExportError, match="holds a saved_model export.*TensorFlow"):
+        VideoPredictor.from_export(tmp_path)
 
 
 def test_wrong_inputs_name_the_expected_shape_and_dtype(stablehlo_dirs, tmp_path):
@@ -290,6 +299,31 @@ def test_export_arguments_are_checked(model, tmp_path):
 
     with pytest.raises(ExportError, match="ViP-DeepLab"):
         _export(SingleFrame(), tmp_path / "a", SIZES[0])
+
+
+@pytest.mark.slow
+def test_exported_predictor_with_depth_and_a_fixed_batch_matches_live(model, stablehlo_dirs,
+                                                                     tmp_path):
+    hw = SIZES[0]
+    frames = generate_video(SyntheticConfig(height=hw[0], width=hw[1], num_frames=5), 1).frames
+    live = VideoPredictor(model, descriptor=SYNTHETIC, eval_crop_size_hw=EVAL_CROP,
+                          postprocess=OPTIONS)
+    want = list(live.predict(frames))
+    _export(model, tmp_path / "fixed", hw, batch=2)
+    runs = {
+        "symbolic batch 3": VideoPredictor.from_export(stablehlo_dirs[hw][0], batch_size=3),
+        "fixed batch 2, padded from 1": VideoPredictor.from_export(tmp_path / "fixed",
+                                                                   batch_size=1),
+    }
+    for name, predictor in runs.items():
+        got = list(predictor.predict(frames))
+        assert [p.index for p in got] == list(range(len(frames))), name
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g.panoptic, w.panoptic, err_msg=f"{name} {g.index}")
+            np.testing.assert_allclose(g.depth, w.depth, atol=1e-5, rtol=1e-6,
+                                       err_msg=f"{name} {g.index}")
+    with pytest.raises(ExportError, match="exported for batches of 2"):
+        VideoPredictor.from_export(tmp_path / "fixed", batch_size=3)
 
 
 # --- TensorFlow ------------------------------------------------------------------------------

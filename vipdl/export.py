@@ -347,6 +347,16 @@ def _stablehlo_version() -> str:
     return stablehlo.get_current_version()
 
 
+def _default_stablehlo_target() -> str | None:
+    """The StableHLO version `jax.export` serializes for (about four weeks old)."""
+    try:
+        from jaxlib.mlir.dialects import stablehlo
+    except ImportError:
+        return None
+    return stablehlo.get_version_from_compatibility_requirement(
+        stablehlo.StablehloCompatibilityRequirement.WEEK_4)
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(v) for v in version.split("."))
 
@@ -381,10 +391,11 @@ def _write_saved_model(fn: Callable, weights: list[jax.Array], frame_shape: tupl
     from jax.experimental import jax2tf
     from tensorflow.compiler.mlir.stablehlo import stablehlo as tf_stablehlo
 
+    # The older of TensorFlow's version and the one jax would target anyway.
     target = tf_stablehlo.get_current_version()
-    own = _stablehlo_version()
-    if own != "unknown" and _version_tuple(own) < _version_tuple(target):
-        target = own
+    default = _default_stablehlo_target()
+    if default is not None and _version_tuple(default) < _version_tuple(target):
+        target = default
     module = tf.Module()
     module.weights = [tf.Variable(np.asarray(w), trainable=False) for w in weights]
     converted = jax2tf.convert(fn, native_serialization_platforms=platforms,

@@ -293,7 +293,13 @@ class ExportedPairStep:
         path = Path(directory) / manifest.artifact
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (named by {MANIFEST_NAME})")
-        exported = jax.export.deserialize(bytearray(path.read_bytes()))
+        try:
+            exported = jax.export.deserialize(bytearray(path.read_bytes()))
+        except Exception as e:  # Expired, too new, or corrupt: jax raises several types.
+            raise ExportError(
+                f"{path}: jax {jax.__version__} cannot load it (exported with jax "
+                f"{manifest.versions.get('jax', '?')}; artifacts load in jax releases up to 6 "
+                f"months newer and 3 weeks older, docs/export.md#compatibility): {e}") from e
         backend = jax.default_backend()
         if backend not in exported.platforms:
             raise ExportError(

@@ -294,7 +294,8 @@ class VideoPredictor:
 
     def _functions(self, frame_hw: tuple[int, int]) -> _DeviceFunctions:
         if self._exported is not None:
-            return self._exported.predictor_functions(frame_hw, return_depth=self.return_depth)
+            return self._exported.predictor_functions(frame_hw,
+                                                      return_depth=bool(self.return_depth))
         if frame_hw not in self._compiled:
             geometry = video_io.compute_geometry(
                 frame_hw, self.eval_crop_size_hw, output_stride=self.output_stride
