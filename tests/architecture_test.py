@@ -21,9 +21,9 @@ LAYERS = [
         "vipdl.models", "vipdl.postprocess", "vipdl.video_io", "vipdl.visualize", "vipdl.optim",
         "vipdl.parallel", "vipdl.losses", "vipdl.checkpointing",
     ),
-    ("vipdl.from_config",),
+    ("vipdl.from_config", "vipdl.export_runtime"),
     ("vipdl.inference",),
-    ("vipdl.video_evaluation", "vipdl.convert"),
+    ("vipdl.video_evaluation", "vipdl.convert", "vipdl.export"),
     ("vipdl.trainer",),
     ("vipdl.cli",),
 ]
@@ -31,6 +31,11 @@ FORBIDDEN = {
     "vipdl.evaluation": ("vipdl.models", "vipdl.data", "vipdl.trainer", "jax", "flax", "optax"),
     "vipdl.models": ("vipdl.data", "vipdl.trainer"),
     "vipdl.postprocess": ("vipdl.trainer", "vipdl.data"),
+    # What `VideoPredictor.from_export` loads: no model code, no checkpoint, no TensorFlow.
+    "vipdl.export_runtime": (
+        "vipdl.models", "vipdl.from_config", "vipdl.checkpointing", "vipdl.trainer", "flax",
+        "tensorflow",
+    ),
     "vipdl": ("configs", "scripts"),
 }
 

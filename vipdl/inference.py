@@ -40,9 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vipdl import from_config, keys, video_io
+from vipdl import export_runtime, keys, video_io
 from vipdl.data.descriptors import DatasetDescriptor, LabelConvention
-from vipdl.models.layers import resize_align_corners
 from vipdl.postprocess import iou_tracker, stitching, two_frame
 from vipdl.postprocess.panoptic import PostprocessOptions, panoptic_from_predictions
 
@@ -130,7 +129,8 @@ class VideoPredictor:
             raise ValueError(f"stitching_mode must be 'clean' or 'reference', got {stitching_mode!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if tracker == "vip":
+        exported = isinstance(model, export_runtime.ExportedPairStep)  # See `from_export`.
+        if tracker == "vip" and not exported:
             missing = [m for m in ("encode", "decode_frame", "decode_next") if not hasattr(model, m)]
             if missing:
                 raise ValueError(
@@ -147,8 +147,12 @@ class VideoPredictor:
         self.batch_size = int(batch_size)
         self.output_stride = int(output_stride)
         self.return_depth = return_depth
-        model.eval()
-        self._graphdef, self._state = nnx.split(model)
+        if exported:
+            self._exported, self._graphdef, self._state = model, None, None
+        else:
+            self._exported = None
+            model.eval()
+            self._graphdef, self._state = nnx.split(model)
         self._compiled: dict[tuple[int, int], _DeviceFunctions] = {}
         self.timings = Timings()
 
@@ -196,7 +200,7 @@ class VideoPredictor:
           ValueError: the checkpoint does not match the config (the mismatched parameters are
             named), or no checkpoint was given with a config.
         """
-        from vipdl import checkpointing
+        from vipdl import checkpointing, from_config
 
         if isinstance(workdir_or_config, (str, os.PathLike)):
             workdir = Path(workdir_or_config)
@@ -216,6 +220,8 @@ class VideoPredictor:
 
         `overrides` replace constructor arguments (e.g. `tracker`, `batch_size`).
         """
+        from vipdl import from_config
+
         kwargs = dict(
             descriptor=from_config.descriptor(config),
             eval_crop_size_hw=from_config.eval_crop_size_hw(config),
@@ -225,6 +231,36 @@ class VideoPredictor:
         )
         kwargs.update(overrides)
         return cls(model, **kwargs)
+
+    @classmethod
+    def from_export(cls, directory: str | os.PathLike, **overrides: Any) -> VideoPredictor:
+        """A predictor running a StableHLO export of `vipdl.export` (docs/export.md#runtime).
+
+        The exported pair step replaces the model; host stitching (or IoU tracking) is the
+        same as for a live model. Neither the model code nor a checkpoint is needed: this
+        path imports `vipdl.export_runtime`, never `vipdl.models`. Frames must have the size
+        the model was exported for. Each pair encodes both of its frames (the live predictor
+        encodes each frame once); `tracker="iou"` runs the pair (f, f) per frame.
+
+        Args:
+          directory: the export directory (`manifest.json` + `model.stablehlo`).
+          **overrides: constructor arguments (e.g. `batch_size`, `tracker`, `stitching_mode`);
+            the dataset and post-processing options come from the manifest.
+
+        Raises:
+          FileNotFoundError, vipdl.export_runtime.ExportError: not a StableHLO export, or a
+            `batch_size` the export does not take.
+        """
+        step = export_runtime.ExportedPairStep.load(directory)
+        kwargs = dict(descriptor=step.descriptor, postprocess=step.postprocess,
+                      batch_size=step.manifest.batch or 1)
+        kwargs.update(overrides)
+        fixed = step.manifest.batch
+        if fixed is not None and kwargs["batch_size"] > fixed:
+            raise export_runtime.ExportError(
+                f"{directory} was exported for batches of {fixed}; got batch_size="
+                f"{kwargs['batch_size']}")
+        return cls(step, **kwargs)
 
     # -----------------------------------------------------------------------------------------
     # Prediction.
@@ -257,6 +293,9 @@ class VideoPredictor:
         yield from run(fns, first, stream)
 
     def _functions(self, frame_hw: tuple[int, int]) -> _DeviceFunctions:
+        if self._exported is not None:
+            return self._exported.predictor_functions(frame_hw,
+                                                      return_depth=bool(self.return_depth))
         if frame_hw not in self._compiled:
             geometry = video_io.compute_geometry(
                 frame_hw, self.eval_crop_size_hw, output_stride=self.output_stride
@@ -408,6 +447,7 @@ class _DeviceFunctions:
                  options: PostprocessOptions, return_depth: bool):
         self.geometry = geometry
         self._graphdef = graphdef
+        self._labels, self._options = labels, options
         self._two_frame_opts = dict(
             thing_ids=labels.thing_ids,
             label_divisor=labels.label_divisor,
@@ -424,13 +464,7 @@ class _DeviceFunctions:
     # --- geometry on the device -----------------------------------------------------------
 
     def _to_model_input(self, frames: jax.Array) -> jax.Array:
-        g = self.geometry
-        images = frames.astype(jnp.float32)
-        if g.needs_resize:
-            images = resize_align_corners(images, g.resized_hw)
-        pad_h, pad_w = g.padded_hw[0] - g.resized_hw[0], g.padded_hw[1] - g.resized_hw[1]
-        return jnp.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)),
-                       constant_values=video_io.PAD_VALUE)
+        return frames_to_model_input(frames, self.geometry)
 
     def _crop(self, labels: jax.Array) -> jax.Array:
         return labels[:, : self.geometry.resized_hw[0], : self.geometry.resized_hw[1]]
@@ -442,15 +476,12 @@ class _DeviceFunctions:
         return labels
 
     def _values_to_frame(self, values: jax.Array) -> jax.Array:
-        g = self.geometry
-        values = values[:, : g.resized_hw[0], : g.resized_hw[1]].astype(jnp.float32)
-        return resize_align_corners(values, g.frame_hw) if g.needs_resize else values
+        return values_to_frame(values, self.geometry)
 
     # --- model pieces ---------------------------------------------------------------------
 
     def _decode(self, model, features) -> dict:
-        out = model.decode_frame(features, self.geometry.padded_hw)
-        return {k: v for k, v in out.items() if k in _FRAME_KEYS}
+        return decode_frame(model, features, self.geometry)
 
     def _depth(self, decoded: dict):
         if not self._return_depth or keys.PRED_DEPTH not in decoded:
@@ -475,26 +506,10 @@ class _DeviceFunctions:
 
         features_t = jax.tree.map(shifted, prev_features, features)
         decoded_t = jax.tree.map(shifted, prev_decoded, decoded)
-        next_offsets = model.decode_next(features_t, features, self.geometry.padded_hw)
-        if isinstance(next_offsets, dict):
-            next_offsets = next_offsets[keys.PRED_NEXT_OFFSET_MAP]
-
-        def per_pair(pred_t, pred_t1, next_offset):
-            panoptic_t, concat_next = two_frame.two_frame_panoptic(
-                pred_t, pred_t1, next_offset, **self._two_frame_opts
-            )
-            return panoptic_t, concat_next, self._panoptic(pred_t1)
-
-        panoptic_t, concat_next, next_panoptic = jax.vmap(per_pair)(
-            decoded_t, decoded, next_offsets
+        outputs, _ = pair_panoptic(
+            model, (features_t, decoded_t), (features, decoded), geometry=self.geometry,
+            labels=self._labels, options=self._options,
         )
-        # Cropped to the (resized) frame but not resized: the host stitches at model
-        # resolution, like the reference, and `labels_to_frame` upsamples the result.
-        outputs = {
-            "panoptic": self._crop(panoptic_t),
-            "concat_next": self._crop(concat_next),
-            "next_panoptic": self._crop(next_panoptic),
-        }
         depth = self._depth(decoded)
         if depth is not None:
             outputs["depth"] = depth
@@ -531,3 +546,106 @@ def _panoptic(pred: dict, **options) -> jax.Array:
         pred[keys.PRED_OFFSET_MAP],
         **options,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-pair computation as pure functions: `_DeviceFunctions` runs them with a feature cache,
+# `vipdl.export` traces `pair_step` into a deployable artifact. The model code is imported only
+# where it runs, so a predictor built from an export (`VideoPredictor.from_export`) never loads
+# it (docs/export.md#runtime).
+
+
+def frames_to_model_input(frames: jax.Array, geometry: video_io.FrameGeometry) -> jax.Array:
+    """uint8 (or raw 0..255 float) `[b, frame_h, frame_w, 3]` -> float32 `[b, *padded_hw, 3]`.
+
+    Resized down (align-corners bilinear) when the frame is larger than the model input, then
+    padded bottom/right with `video_io.PAD_VALUE`, as `video_io.frame_to_model_input_np`.
+    """
+    from vipdl.models.layers import resize_align_corners
+
+    g = geometry
+    images = frames.astype(jnp.float32)
+    if g.needs_resize:
+        images = resize_align_corners(images, g.resized_hw)
+    pad_h, pad_w = g.padded_hw[0] - g.resized_hw[0], g.padded_hw[1] - g.resized_hw[1]
+    return jnp.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)),
+                   constant_values=video_io.PAD_VALUE)
+
+
+def values_to_frame(values: jax.Array, geometry: video_io.FrameGeometry) -> jax.Array:
+    """float `[b, *padded_hw]` (e.g. depth) -> float32 `[b, *frame_hw]`: crop, resize back."""
+    from vipdl.models.layers import resize_align_corners
+
+    g = geometry
+    values = values[:, : g.resized_hw[0], : g.resized_hw[1]].astype(jnp.float32)
+    return resize_align_corners(values, g.frame_hw) if g.needs_resize else values
+
+
+def decode_frame(model, features, geometry: video_io.FrameGeometry) -> dict:
+    """The per-frame heads (`_FRAME_KEYS`) of encoded frames, at `geometry.padded_hw`."""
+    out = model.decode_frame(features, geometry.padded_hw)
+    return {k: v for k, v in out.items() if k in _FRAME_KEYS}
+
+
+def pair_panoptic(model, encoded_t, encoded_t1, *, geometry: video_io.FrameGeometry,
+                  labels: LabelConvention, options: PostprocessOptions
+                  ) -> tuple[dict[str, jax.Array], jax.Array]:
+    """The three label maps the host stitcher needs, for a batch of pairs (t, t+1).
+
+    Args:
+      model: a `ViPDeepLab` (uses `decode_next`).
+      encoded_t, encoded_t1: `(features, decode_frame(...))` of frames t and t+1, batch b each.
+      geometry: how the frames sit in the model input.
+      labels, options: label convention and post-processing options.
+
+    Returns:
+      ({"panoptic": frame t's map, "concat_next": frame t+1's half of the two-frame canvas
+      (ids shared with t), "next_panoptic": frame t+1's standalone map}, each int32
+      `[b, *resized_hw]`; the next-frame offsets float32 `[b, *padded_hw, 2]`).
+      Maps are cropped to the (resized) frame but not resized: the host stitches at model
+      resolution, like the reference, and resizes the stitched map.
+    """
+    (features_t, decoded_t), (features_t1, decoded_t1) = encoded_t, encoded_t1
+    next_offsets = model.decode_next(features_t, features_t1, geometry.padded_hw)
+    if isinstance(next_offsets, dict):
+        next_offsets = next_offsets[keys.PRED_NEXT_OFFSET_MAP]
+    opts = dict(thing_ids=labels.thing_ids, label_divisor=labels.label_divisor,
+                ignore_label=labels.ignore_label, options=options)
+
+    def per_pair(pred_t, pred_t1, next_offset):
+        panoptic_t, concat_next = two_frame.two_frame_panoptic(pred_t, pred_t1, next_offset, **opts)
+        return panoptic_t, concat_next, _panoptic(pred_t1, **opts)
+
+    maps = jax.vmap(per_pair)(decoded_t, decoded_t1, next_offsets)
+    rh, rw = geometry.resized_hw
+    names = ("panoptic", "concat_next", "next_panoptic")
+    return {name: m[:, :rh, :rw] for name, m in zip(names, maps)}, next_offsets
+
+
+def pair_step(model, frames_t: jax.Array, frames_t1: jax.Array, *,
+              geometry: video_io.FrameGeometry, labels: LabelConvention,
+              options: PostprocessOptions) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """Frames (t, t+1) -> the maps of `pair_panoptic`, encoding both frames in one batch.
+
+    Args:
+      frames_t, frames_t1: uint8 `[b, *geometry.frame_hw, 3]`.
+
+    Returns:
+      (the maps of `pair_panoptic` plus "depth" float32 `[b, *frame_hw]` of frame t+1 when the
+      model predicts depth, as the live predictor returns it; the raw heads of the pair, at
+      model resolution `[b, *padded_hw, ...]`: frame t's `_FRAME_KEYS` and
+      `keys.PRED_NEXT_OFFSET_MAP`, as `model(concat(t, t+1))` returns them).
+    """
+    frames = jnp.concatenate([frames_t, frames_t1], axis=0)
+    features = model.encode(frames_to_model_input(frames, geometry))
+    decoded = decode_frame(model, features, geometry)
+    # Split [2b, ...] as [2, b, ...]: also valid for a symbolic batch size b.
+    halves = jax.tree.map(lambda x: x.reshape((2, -1) + x.shape[1:]), (features, decoded))
+    first, second = (jax.tree.map(lambda x, i=i: x[i], halves) for i in (0, 1))
+    maps, next_offsets = pair_panoptic(model, first, second, geometry=geometry, labels=labels,
+                                       options=options)
+    if keys.PRED_DEPTH in second[1]:
+        maps["depth"] = values_to_frame(second[1][keys.PRED_DEPTH], geometry)
+    raw = dict(first[1])
+    raw[keys.PRED_NEXT_OFFSET_MAP] = next_offsets
+    return maps, raw

@@ -4,6 +4,7 @@
         [--vps] [--step] [--overlay OUT/overlay.mp4] [--masks] [--depth] [--sheet N] \
         [--tracker vip|iou] [--batch-size N] [--overwrite]
     vipdl-predict-video --config configs/synthetic.py --checkpoint RUN/checkpoints ...
+    vipdl-predict-video --export EXPORT_DIR ...       # a StableHLO export (scripts/export.py)
 
 Outputs (any combination; with none chosen: --vps and an overlay video in OUT):
   --vps      OUT/vps/pan_pred/<video>_<frame>.png + OUT/vps/pred.json, the Cityscapes-VPS
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "'file.py:arg' passes arg to get_config")
     model.add_argument("--checkpoint", help="checkpoint dir (default: the workdir)")
     model.add_argument("--which", choices=("latest", "best"), default="latest")
+    model.add_argument("--export", help="a StableHLO export (scripts/export.py) instead of a "
+                       "workdir: no model code or checkpoint needed")
     p.add_argument("--input", required=True, help="video file (mp4, avi, ...), image folder or image")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--vps", action="store_true", help="Cityscapes-VPS prediction layout")
@@ -292,11 +295,15 @@ def build_predictor(args: argparse.Namespace):
                                  "stitching_mode": args.stitching_mode}
     if args.tracker:
         overrides["tracker"] = args.tracker
+    if args.export:
+        if args.workdir or args.config or args.checkpoint:
+            raise ValueError("--export runs an exported model; drop --workdir/--config/--checkpoint")
+        return VideoPredictor.from_export(args.export, **overrides)
     if args.workdir and not args.config:
         return VideoPredictor.from_checkpoint(args.workdir, args.checkpoint, which=args.which,
                                               **overrides)
     if not args.config:
-        raise ValueError("give --workdir, or --config together with --checkpoint")
+        raise ValueError("give --workdir, --export, or --config together with --checkpoint")
     checkpoint = args.checkpoint or args.workdir
     if not checkpoint:
         raise ValueError("--config needs --checkpoint (or --workdir) to load weights from")
