@@ -223,8 +223,8 @@ def apply_segments(
     unknown = [int(v) for v in values if v != 0 and v not in mapping]
     if unknown:
         problems.append(
-            f"segment ids {unknown[:10]} have pixels but no segments_info entry "
-            "(pixels without a class)"
+            f"segment ids {unknown[:10]} are not in the ground-truth JSON (pixels without a "
+            "segments_info entry, so without a class)"
         )
     if areas:
         found = dict(zip(values.tolist(), counts.tolist()))
