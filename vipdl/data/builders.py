@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -36,7 +35,6 @@ from vipdl.data import custom, descriptors, layouts, synthetic_export
 from vipdl.data.descriptors import DatasetDescriptor
 
 CUSTOM = "custom"  # The `--dataset` of your own videos (vipdl.data.custom).
-DESCRIPTOR_FILE = "descriptor.json"  # A prepared custom dataset's descriptor.
 
 _INSTRUCTIONS = (
     "Download the dataset as described in docs/datasets.md of vipdl and pass its root folder "
@@ -342,7 +340,8 @@ with tfds.core.registered.skip_registration():
         """Your own labelled videos (`vipdl.data.custom`). `DESCRIPTOR` is the dataset's own:
         use `custom_builder_class(descriptor)`."""
 
-        name = "vipdl_custom"
+        name = custom.BUILDER_NAME
+        VERSION = tfds.core.Version(custom.BUILDER_VERSION)
         DESCRIPTOR = None
         RAW_FRAMES = True
         MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -410,20 +409,10 @@ def make_layout(dataset: str, manual_dir: str | os.PathLike) -> layouts.Layout:
 
 def prepared_descriptor(dataset: str, data_dir: str | os.PathLike) -> DatasetDescriptor:
     """The descriptor of a prepared dataset: the built-in one, or a custom dataset's own."""
-    if dataset != CUSTOM:
-        _builder_class(dataset)
-        return descriptors.get_descriptor(dataset)
-    path = dataset_dir(CUSTOM, data_dir) / DESCRIPTOR_FILE
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path} not found: {data_dir} holds no prepared custom dataset; run "
-            f"`vipdl-prepare-data --dataset custom --manual_dir DIR --data_dir {data_dir}`"
-        ) from None
-    except ValueError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from None
-    return DatasetDescriptor.from_dict(obj, str(path))
+    if dataset == CUSTOM:
+        return custom.read_prepared_descriptor(data_dir)
+    _builder_class(dataset)
+    return descriptors.get_descriptor(dataset)
 
 
 def prepare(
@@ -476,7 +465,7 @@ def prepare(
         )
         built = staging / cls.name / str(cls.VERSION)
         if dataset == CUSTOM:
-            formats.atomic_write_json(built / DESCRIPTOR_FILE,
+            formats.atomic_write_json(built / custom.DESCRIPTOR_FILE,
                                       builder.prepared_descriptor.to_dict())
         final.parent.mkdir(parents=True, exist_ok=True)
         # The old copy goes only once the new one is in place.

@@ -42,6 +42,11 @@ from vipdl.data import layouts
 from vipdl.data.descriptors import DatasetDescriptor
 from vipdl.data.layouts import DatasetError, Frame, Video
 
+# Where `vipdl.data.builders.prepare` puts a custom dataset: `<data_dir>/vipdl_custom/1.0.0/`,
+# with the descriptor as `descriptor.json` (read here without importing TFDS).
+BUILDER_NAME = "vipdl_custom"
+BUILDER_VERSION = "1.0.0"
+DESCRIPTOR_FILE = "descriptor.json"
 SPEC_FILE = "dataset.json"
 LABELS_JSON = "labels.json"
 LABEL_FORMATS = ("coco_panoptic", "class_instance", "cityscapes_vps")
@@ -524,3 +529,23 @@ def annotation_stride(videos: Mapping[str, Sequence[Video]]) -> int:
         for a, b in zip(v.frames, v.frames[1:])
     )
     return gaps.most_common(1)[0][0] if gaps else 1
+
+
+def prepared_descriptor_path(data_dir: str | os.PathLike) -> Path:
+    """`descriptor.json` of the custom dataset prepared in `data_dir`."""
+    return Path(data_dir) / BUILDER_NAME / BUILDER_VERSION / DESCRIPTOR_FILE
+
+
+def read_prepared_descriptor(data_dir: str | os.PathLike) -> DatasetDescriptor:
+    """The descriptor stored with the custom dataset prepared in `data_dir`."""
+    path = prepared_descriptor_path(data_dir)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} not found: {data_dir} holds no prepared custom dataset; run "
+            f"`vipdl-prepare-data --dataset custom --manual_dir DIR --data_dir {data_dir}`"
+        ) from None
+    except ValueError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from None
+    return DatasetDescriptor.from_dict(obj, str(path))
