@@ -124,6 +124,10 @@ class _PairBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
                 videos[split] = layout.videos(split, expected_frames=expected.get(split, -1))
             except layouts.DatasetError as e:
                 problems += e.problems
+                continue
+            if self.DESCRIPTOR.is_video and all(len(v.frames) < 2 for v in videos[split]):
+                problems.append(f"{layout.root}: split {split!r} has no video with two annotated "
+                                "frames, so no (t, t+1) pair")
         if problems:
             raise layouts.DatasetError(f"{self.DESCRIPTOR.name} at {layout.root}", problems)
         self._listed(layout, videos)
@@ -197,7 +201,15 @@ class _PairBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         self._problems: list[str] = []
         self._warnings: list[str] = []
-        super()._download_and_prepare(dl_manager, download_config)
+        try:
+            super()._download_and_prepare(dl_manager, download_config)
+        except Exception:
+            # E.g. TFDS refusing a split whose every frame was bad: the files are the cause.
+            if self._problems:
+                raise layouts.DatasetError(
+                    f"{self.DESCRIPTOR.name} at {dl_manager.manual_dir}", self._problems
+                ) from None
+            raise
         if self._problems:
             # Raising here (inside TFDS's incomplete-directory context) discards the output.
             raise layouts.DatasetError(

@@ -269,16 +269,17 @@ def split_size_runs(videos: Sequence[Video], warnings: list[str]) -> list[Video]
             try:
                 current = formats.image_size(frame.image)
             except formats.FormatError:
-                current = size  # Reported when the frame is read.
-            if not runs or current != size:
-                if runs:
-                    warnings.append(
-                        f"{frame.image}: frame size {current[0]}x{current[1]} differs from "
-                        f"{size[0]}x{size[1]} before it in video {video.sequence_id}; the video "
-                        "is split there (no pair spans two sizes)"
-                    )
+                current = None  # Reported when the frame is read.
+            if not runs:
                 runs.append([])
-                size = current
+            elif current is not None and size is not None and current != size:
+                warnings.append(
+                    f"{frame.image}: frame size {current[0]}x{current[1]} differs from "
+                    f"{size[0]}x{size[1]} before it in video {video.sequence_id}; the video "
+                    "is split there (no pair spans two sizes)"
+                )
+                runs.append([])
+            size = current or size
             runs[-1].append(frame)
         if len(runs) == 1:
             out.append(video)
