@@ -1,0 +1,178 @@
+"""Fine-tuning on your own classes (configs/finetune_custom.py).
+
+Default: the warm start of a tiny model from a checkpoint with another class set restores the
+encoder, decoders and instance heads and re-initialises only the last semantic layer (by shape,
+or by class names when the count is equal). Slow: a fine-tuned model beats the same steps from
+scratch on held-out videos of a generated custom dataset.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+
+import grain
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from vipdl import checkpointing, from_config, trainer
+from vipdl.data import builders, custom, synthetic_export
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CUSTOM = custom.parse_spec(synthetic_export.custom_spec(), "dataset.json").descriptor
+
+
+def _config(name, arg=None):
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def _tiny_finetune_config(source, descriptor, checkpoint):
+    """configs/finetune_custom.py with the source run's (tiny) model and an inline descriptor."""
+    c = _config("finetune_custom", "model=synthetic")
+    for key, value in source.model.items():
+        if key != "use_depth":
+            c.model[key] = value
+    c.data.crop_size_hw = source.data.crop_size_hw
+    c.data.custom_descriptor = json.dumps(descriptor.to_dict())
+    c.init.checkpoint = checkpoint
+    return c
+
+
+def _weights(model):
+    return jax.device_get(nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat))))
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = np.asarray(v)
+    return out
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """A tiny ViP-DeepLab of the 8-class synthetic world, saved like a training run."""
+    workdir = str(tmp_path_factory.mktemp("source"))
+    config = _config("synthetic", "runlocal")
+    model = from_config.create_model(config, rngs=nnx.Rngs(1))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    checkpointing.save_config(config, workdir)
+    manager = checkpointing.create_manager(checkpointing.checkpoint_dir(workdir), keep=1)
+    iterator = iter(grain.MapDataset.range(4).to_iter_dataset())
+    checkpointing.save_checkpoint(manager, 1, model, optimizer, iterator, force=True)
+    manager.wait_until_finished()
+    manager.close()
+    return workdir, config, _flat(_weights(model))
+
+
+def test_warm_start_reinitialises_only_the_semantic_classifier(source_run):
+    workdir, source_config, saved = source_run
+    config = _tiny_finetune_config(source_config, CUSTOM, workdir)
+    model = from_config.create_model(config, rngs=nnx.Rngs(2))
+    fresh = _flat(_weights(model))
+    restored, initialised = trainer._warm_start(config, model)
+    assert initialised == [
+        "semantic_head/final/bias (checkpoint shape (8,))",
+        "semantic_head/final/kernel (checkpoint shape (1, 1, 8, 8))",
+    ]
+    after = _flat(_weights(model))
+    assert set(restored) == set(after) - {"semantic_head/final/bias", "semantic_head/final/kernel"}
+    heads = ("center_head/final/kernel", "offset_head/final/kernel", "encoder/")
+    assert all(any(p.startswith(h) for p in restored) for h in heads)
+    assert any("next" in p for p in restored)  # The next-frame branch is kept too.
+    for path in restored:
+        np.testing.assert_array_equal(after[path], saved[path])
+    np.testing.assert_array_equal(after["semantic_head/final/kernel"],
+                                  fresh["semantic_head/final/kernel"])
+    assert after["semantic_head/final/kernel"].shape == (1, 1, 8, 6)
+    report = checkpointing.log_restore_report(restored, initialised, workdir)
+    assert "initialised: semantic_head/final/kernel (checkpoint shape (1, 1, 8, 8))" in report
+
+
+def test_same_number_of_other_classes_also_reinitialises(source_run):
+    workdir, source_config, saved = source_run
+    names = tuple(f"class{k}" for k in range(8))
+    other = dataclasses.replace(CUSTOM, class_names=names, colormap=CUSTOM.colormap + (
+        (1, 1, 1), (2, 2, 2)))
+    config = _tiny_finetune_config(source_config, other, workdir)
+    model = from_config.create_model(config, rngs=nnx.Rngs(2))
+    fresh = _flat(_weights(model))
+    restored, initialised = trainer._warm_start(config, model)
+    assert initialised == [
+        "semantic_head/final/bias (the checkpoint's classes differ)",
+        "semantic_head/final/kernel (the checkpoint's classes differ)",
+    ]
+    after = _flat(_weights(model))
+    np.testing.assert_array_equal(after["semantic_head/final/kernel"],
+                                  fresh["semantic_head/final/kernel"])
+    # Same classes (the source's own config): everything is restored.
+    same = _tiny_finetune_config(source_config, from_config.descriptor(source_config), workdir)
+    model = from_config.create_model(same, rngs=nnx.Rngs(2))
+    restored, initialised = trainer._warm_start(same, model)
+    assert initialised == [] and "semantic_head/final/kernel" in restored
+    np.testing.assert_array_equal(_flat(_weights(model))["semantic_head/final/kernel"],
+                                  saved["semantic_head/final/kernel"])
+
+
+# --------------------------------------------------------------------------------------------
+# Slow: fine-tuning beats training from scratch (docs/benchmarks.md has the full-size run).
+
+SOURCE_STEPS, FINETUNE_STEPS = 300, 60
+
+
+def _tiny_model(c, source):
+    for key, value in source.model.items():
+        if key != "use_depth":
+            c.model[key] = value
+
+
+@pytest.mark.slow
+def test_finetuning_beats_scratch_on_held_out_videos(tmp_path):
+    from vipdl.data import synthetic
+
+    world = synthetic.SyntheticConfig(height=64, width=128, num_frames=9, annotation_stride=3,
+                                      object_scale=0.6)
+    raw = tmp_path / "raw"
+    synthetic_export.write_dataset(raw, split_videos={"train": 12, "val": 4}, config=world,
+                                   seed=11, layouts=("custom",))
+    data_dir = tmp_path / "tfds"
+    builders.prepare("custom", manual_dir=raw, data_dir=data_dir)
+
+    # The source: a tiny model of the 8-class synthetic world (another class set).
+    source = _config("synthetic", "runlocal")
+    source.data.synthetic.update(height=64, width=128, num_frames=9, annotation_stride=3,
+                                 object_scale=0.6, num_train_videos=32, seed=3)
+    source.data.crop_size_hw = (65, 129)
+    source.data.eval_crop_size_hw = (65, 129)
+    source.data.batch_size = 4
+    source.optim.learning_rate = 2e-3
+    source.train.num_steps = SOURCE_STEPS
+    source.train.checkpoint_every_steps = SOURCE_STEPS
+    source.eval.mode = "none"
+    trainer.train_and_evaluate(source, str(tmp_path / "source"))
+
+    scores = {}
+    for name, init in (("finetune", str(tmp_path / "source")), ("scratch", "")):
+        c = _config("finetune_custom", f"model=synthetic,steps={FINETUNE_STEPS}")
+        _tiny_model(c, source)
+        c.data.data_dir = str(data_dir)
+        c.data.crop_size_hw = c.data.eval_crop_size_hw = (65, 129)
+        c.init.checkpoint = init
+        if not init:  # From scratch at the learning rate of the synthetic recipe.
+            c.optim.learning_rate = source.optim.learning_rate
+        c.train.checkpoint_every_steps = FINETUNE_STEPS
+        c.eval.max_videos = 0
+        result = trainer.train_and_evaluate(c, str(tmp_path / name))
+        scores[name] = result["eval/vpq"]
+    print("VPQ fine-tuned vs scratch:", scores)
+    assert scores["finetune"] > scores["scratch"] + 5.0
