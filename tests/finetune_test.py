@@ -154,7 +154,7 @@ def test_finetuning_beats_scratch_on_held_out_videos(tmp_path):
                                  object_scale=0.6, num_train_videos=32, seed=3)
     source.data.crop_size_hw = (65, 129)
     source.data.eval_crop_size_hw = (65, 129)
-    source.data.batch_size = 4
+    source.data.batch_size = 8  # One pair per fake device.
     source.optim.learning_rate = 2e-3
     source.train.num_steps = SOURCE_STEPS
     source.train.checkpoint_every_steps = SOURCE_STEPS
@@ -167,6 +167,7 @@ def test_finetuning_beats_scratch_on_held_out_videos(tmp_path):
         _tiny_model(c, source)
         c.data.data_dir = str(data_dir)
         c.data.crop_size_hw = c.data.eval_crop_size_hw = (65, 129)
+        c.data.batch_size = 8
         c.init.checkpoint = init
         if not init:  # From scratch at the learning rate of the synthetic recipe.
             c.optim.learning_rate = source.optim.learning_rate
