@@ -124,6 +124,27 @@ def test_same_number_of_other_classes_also_reinitialises(source_run):
                                   saved["semantic_head/final/kernel"])
 
 
+def test_a_custom_workdir_predicts_without_the_prepared_data(source_run, tmp_path):
+    """The run's config.json carries the descriptor: class names and colours need no data."""
+    from vipdl.inference import VideoPredictor
+
+    workdir, source_config, _ = source_run
+    config = _tiny_finetune_config(source_config, CUSTOM, workdir)
+    config.data.data_dir = str(tmp_path / "deleted_tfds")
+    model = from_config.create_model(config, rngs=nnx.Rngs(0))
+    run = str(tmp_path / "run")
+    checkpointing.save_config(config, run)
+    manager = checkpointing.create_manager(checkpointing.checkpoint_dir(run), keep=1)
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    checkpointing.save_checkpoint(manager, 1, model, optimizer,
+                                  iter(grain.MapDataset.range(2).to_iter_dataset()), force=True)
+    manager.wait_until_finished()
+    manager.close()
+    predictor = VideoPredictor.from_checkpoint(run)
+    assert predictor.descriptor.class_names == CUSTOM.class_names
+    assert predictor.descriptor.colormap == CUSTOM.colormap
+
+
 # --------------------------------------------------------------------------------------------
 # Slow: fine-tuning beats training from scratch (docs/benchmarks.md has the full-size run).
 

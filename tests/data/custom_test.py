@@ -366,3 +366,21 @@ def test_prepare_prints_notes(copy, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "note:" in err and "forms no (t, t+1) training pair" in err
     assert len(builders.load_source("custom", "train", data_dir)) == 1
+
+
+def test_make_synthetic_custom_cli(tmp_path, capsys):
+    from vipdl.cli import make_synthetic
+
+    out = tmp_path / "mine"
+    argv = ["--out", str(out), "--layout", "custom", "--train-videos", "1", "--val-videos", "1",
+            "--height", "16", "--width", "32", "--frames", "4", "--annotation-stride", "2",
+            "--no-progress"]
+    assert make_synthetic.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "synthetic.json", "train",
+                                                     "val"]
+    assert custom.read_spec(out).descriptor.class_names[-1] == "vehicle"
+    assert sorted(p.name for p in (out / "val" / "000000" / "labels").iterdir()) == [
+        "000001.png", "000003.png"]
+    bad = ["--out", str(tmp_path / "x"), "--layouts", "custom,cityscapes_vps"]
+    assert make_synthetic.main(bad) == 1
+    assert "different --out" in capsys.readouterr().err
