@@ -258,5 +258,6 @@ def test_published_split_sizes():
     assert dict(descriptors.SEMKITTI_DVPS.split_num_frames) == {"train": 19130, "val": 4071}
     coco = descriptors.COCO_PANOPTIC
     assert coco.num_classes == 133 and coco.thing_ids == tuple(range(80))
-    assert len(set(descriptors.COCO_CATEGORY_IDS)) == 133 and descriptors.COCO_CATEGORY_IDS[-1] == 200
+    ids = descriptors.COCO_CATEGORY_IDS
+    assert len(set(ids)) == 133 and ids[-1] == 200
     assert not coco.is_video and coco.eval_window_frames == (1,)
