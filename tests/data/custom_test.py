@@ -196,6 +196,7 @@ def test_missing_and_unlisted_files(copy):
         custom.make_layout(copy).videos("train")
     assert "labels/000005.png: no frame named 000005.* in" in str(e.value)
     assert "depth/000002.png: depth missing" in str(e.value)
+    assert "2 problem(s)" in str(e.value)  # Only the causes: their JSON entries are fine.
     with pytest.raises(layouts.DatasetError, match="labels.json: file missing"):
         custom.make_layout(copy).videos("val")
 

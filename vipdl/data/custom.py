@@ -389,14 +389,16 @@ class CustomLayout(layouts.Layout):
                     problems.append(f"{depth}: depth missing (dataset.json sets depth_scale)")
                     continue
             entries.append((position[label.stem], frames[position[label.stem]], label, depth))
-        others = sorted(p.name for p in labels_dir.iterdir() if p.suffix.lower() != ".png")
+        others = sorted(p.name for p in labels_dir.iterdir()
+                        if p.suffix.lower() != ".png" and not p.name.startswith("."))
         if others:
             problems.append(f"{labels_dir}: files that are not PNG labels: {others[:5]}")
         if not entries:
             self.warnings.append(f"{labels_dir}: no labelled frame; video skipped")
             return None
         if self.spec.label_format == "coco_panoptic":
-            self._read_segments(video_dir, [e[2] for e in entries], problems)
+            pngs = {p.name for p in labels_dir.glob("*.png")}
+            self._read_segments(video_dir, [e[2] for e in entries], pngs, problems)
         entries.sort(key=lambda e: e[0])
         return Video(
             video_dir.name,
@@ -406,7 +408,10 @@ class CustomLayout(layouts.Layout):
             ),
         )
 
-    def _read_segments(self, video_dir: Path, labels: list[Path], problems: list[str]) -> None:
+    def _read_segments(
+        self, video_dir: Path, labels: list[Path], pngs: set[str], problems: list[str]
+    ) -> None:
+        """Maps the segments of `labels` (their labels.json entries); `pngs` are all PNG names."""
         json_path = video_dir / LABELS_JSON
         try:
             annotations = json.loads(json_path.read_text())["annotations"]
@@ -431,7 +436,7 @@ class CustomLayout(layouts.Layout):
             )
             if segs is not None:
                 infos[label] = segs
-        for name in sorted(set(by_file) - {p.name for p in labels}):
+        for name in sorted(set(by_file) - pngs):
             problems.append(f"{json_path}: annotation {name!r} has no label PNG in labels/")
         self._segments.update(
             layouts.video_segment_mapping(
