@@ -51,8 +51,11 @@ def base_config() -> ml_collections.ConfigDict:
     use_depth = ml_collections.FieldReference(False)
 
     c.data = ml_collections.ConfigDict()
-    c.data.dataset = "cityscapes_dvps"  # A name of vipdl.data.descriptors.DESCRIPTORS.
+    c.data.dataset = "cityscapes_dvps"  # A name of vipdl.data.descriptors.DESCRIPTORS, or "custom".
     c.data.data_dir = ""  # Prepared TFDS data dir; '' = in-memory synthetic videos.
+    # dataset "custom": its descriptor (JSON), filled in from data_dir at train start so that the
+    # workdir's config.json names the classes; leave empty.
+    c.data.custom_descriptor = ""
     c.data.train_split = "train"
     c.data.eval_split = "val"
     c.data.crop_size_hw = (513, 1025)  # Training crop (32k + 1).

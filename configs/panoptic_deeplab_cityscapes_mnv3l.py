@@ -6,8 +6,9 @@ pooling over the 1025x2049 training crop (window 65x129), decoder 256 with low-l
 64/32 (res3, res2), instance decoder 128 with 32/16, heads 256 / 32 / 32, **BatchNorm epsilon
 1e-5** (every other deeplab2 recipe uses 1e-3), eval 1025x2049, NMS 7; Adam 1e-3 after 500
 warm-up steps, poly 0.9, 60k steps, batch 64, AutoAugment (warm-up and AutoAugment are not
-implemented in vipdl; both only affect training). vipdl has no Cityscapes *image* dataset: this
-config uses the `cityscapes_vps` descriptor (same 19 classes and ids).
+implemented in vipdl; both only affect training). Data: the Cityscapes panoptic images
+(`vipdl-prepare-data --dataset cityscapes_panoptic`; `--config.data.dataset=cityscapes_vps` uses
+the Cityscapes-VPS frames instead, same 19 classes).
 
 Convert deeplab2's checkpoint (docs/model_zoo.md), then predict or evaluate:
 
@@ -44,7 +45,7 @@ from configs import common  # noqa: E402
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False)
     c = common.base_config()
-    c.data.dataset = "cityscapes_vps"
+    c.data.dataset = "cityscapes_panoptic"
     c.data.crop_size_hw = (1025, 2049)
     c.data.eval_crop_size_hw = (1025, 2049)
     c.data.batch_size = 64

@@ -2,10 +2,11 @@ r"""Panoptic-DeepLab, ResNet-50-beta OS32, single frames of Cityscapes (the ViP 
 
 deeplab2 `configs/cityscapes/panoptic_deeplab/resnet50_beta_os32.textproto` (spec §6): Adam
 2.5e-4, poly 0.9, 60k steps, batch 32, crop 1025x2049 (ASPP pooling window 33x65), ASPP rates
-3/6/9, eval 1025x2049, NMS 13, ImageNet-pretrained backbone. vipdl has no Cityscapes *image*
-dataset builder yet, so this uses the `cityscapes_vps` descriptor (same 19 classes and ids) and
-trains on the annotated frames of Cityscapes-VPS (frame t of every pair); it starts from scratch
-unless `init.checkpoint` names a converted ImageNet backbone checkpoint.
+3/6/9, eval 1025x2049, NMS 13, ImageNet-pretrained backbone. Trains on the Cityscapes panoptic
+images (2975 train / 500 val, `vipdl-prepare-data --dataset cityscapes_panoptic`,
+docs/datasets.md) and starts from scratch unless `init.checkpoint` names a converted ImageNet
+backbone checkpoint. Without the image set, `--config.data.dataset=cityscapes_vps` trains on the
+annotated frames of Cityscapes-VPS (same 19 classes).
 
   .venv/bin/python scripts/train.py --config=configs/panoptic_deeplab_cityscapes_r50.py \
       --workdir=runs/pdl_cityscapes --config.data.data_dir=/data/tfds \
@@ -37,7 +38,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False)
     c = common.base_config()
-    c.data.dataset = "cityscapes_vps"
+    c.data.dataset = "cityscapes_panoptic"
     c.data.crop_size_hw = (1025, 2049)
     c.data.eval_crop_size_hw = (1025, 2049)
     c.data.batch_size = 32

@@ -5,8 +5,9 @@ ResNet-50 at output stride 32, ASPP rates 3/6/9 with image pooling over the 1025
 crop (window 33x65), decoder 256 with low-level projections 64/32 (res3, res2), instance decoder
 128 with 32/16, heads 256 / 32 / 32, eval 1025x2049, NMS 13; Adam 2.5e-4, poly 0.9, 60k steps,
 batch 8, ImageNet-pretrained backbone. (The `_r50` configs are ResNet-50-beta; this one is the
-plain ResNet-50.) vipdl has no Cityscapes *image* dataset: this config uses the `cityscapes_vps`
-descriptor, which has the same 19 classes and label ids, and trains/evaluates on its frames.
+plain ResNet-50.) Data: the Cityscapes panoptic images (`vipdl-prepare-data --dataset
+cityscapes_panoptic`; `--config.data.dataset=cityscapes_vps` uses the Cityscapes-VPS frames
+instead, same 19 classes).
 
 Convert deeplab2's checkpoint (docs/model_zoo.md), then predict or evaluate:
 
@@ -43,7 +44,7 @@ from configs import common  # noqa: E402
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False)
     c = common.base_config()
-    c.data.dataset = "cityscapes_vps"
+    c.data.dataset = "cityscapes_panoptic"
     c.data.crop_size_hw = (1025, 2049)
     c.data.eval_crop_size_hw = (1025, 2049)
     c.data.batch_size = 8

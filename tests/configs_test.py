@@ -2,6 +2,7 @@
 
 import glob
 import importlib.util
+import json
 import os
 
 import jax
@@ -13,11 +14,12 @@ from flax import nnx
 
 from vipdl import from_config, keys, trainer
 from vipdl.cli import train as train_cli
-from vipdl.data import augment, pipeline, synthetic
+from vipdl.data import augment, custom, pipeline, synthetic, synthetic_export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
-    p for p in glob.glob(os.path.join(REPO, "configs", "*.py")) if os.path.basename(p) not in ("common.py", "__init__.py")
+    p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+    if not p.endswith(("common.py", "__init__.py"))
 )
 
 
@@ -39,6 +41,17 @@ EXPECTED_PARAMS = {
     "vip_deeplab_vipseg_r50": 85_932_664 + 105 * 257,
     "panoptic_deeplab_cityscapes_r50": 55_097_478,
 }
+
+
+# Stands in for the prepared data of configs whose dataset is "custom" (your own videos).
+CUSTOM_DESCRIPTOR = custom.parse_spec(synthetic_export.custom_spec(), "dataset.json").descriptor
+
+
+def _get_config(path, arg=None):
+    config = _load(path).get_config(arg)
+    if config.data.dataset == "custom":
+        config.data.custom_descriptor = json.dumps(CUSTOM_DESCRIPTOR.to_dict())
+    return config
 
 
 def _layout(config, prefix=""):
@@ -78,7 +91,7 @@ def _forward_params():
 
 @pytest.mark.parametrize("path", list(_forward_params()))
 def test_config_model_forward_shapes(path):
-    config = _load(path).get_config()
+    config = _get_config(path)
     descriptor = from_config.descriptor(config)
     vip = config.model.meta_arch == "vip_deeplab"
     h, w = config.data.crop_size_hw
@@ -96,7 +109,7 @@ def test_config_builds_model_and_pipeline(path):
     module = _load(path)
     assert "scripts/train.py --config=configs/" in module.__doc__  # Launch command.
     assert "Expected result" in module.__doc__
-    config = module.get_config()
+    config = _get_config(path)
     common = _load(os.path.join(REPO, "configs", "common.py"))
     assert _layout(config) == _layout(common.base_config())
     assert config.model.use_depth == config.data.use_depth

@@ -156,6 +156,18 @@ def _to_array(image: Image.Image, path: str) -> np.ndarray:
     raise FormatError(path, f"unsupported image mode {image.mode}")
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """`(width, height)` of a picture from its header (pixels are not decoded)."""
+    path = os.fspath(path)
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise FormatError(path, "file not found") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
+        raise FormatError(path, f"cannot decode image ({type(e).__name__}: {e})") from None
+
+
 def read_png(path: str | os.PathLike) -> np.ndarray:
     """Decodes an image file fully, values unchanged.
 

@@ -12,6 +12,7 @@ that need them, so building a model for inference stays cheap to import.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,9 +29,69 @@ from vipdl.postprocess import PostprocessOptions
 META_ARCHS = ("vip_deeplab", "panoptic_deeplab")
 
 
+CUSTOM = "custom"  # config.data.dataset of your own videos (docs/datasets.md#custom).
+
+
 def descriptor(config: ml_collections.ConfigDict) -> descriptors.DatasetDescriptor:
-    """The `DatasetDescriptor` of `config.data.dataset`."""
-    return descriptors.get_descriptor(config.data.dataset)
+    """The `DatasetDescriptor` of `config.data.dataset`.
+
+    A custom dataset's descriptor is `config.data.custom_descriptor` (JSON, written there at
+    train start by `with_dataset_descriptor`, so a run's config.json alone names its classes),
+    else the one stored with the prepared data in `config.data.data_dir`.
+    """
+    d = config.data
+    if d.dataset != CUSTOM:
+        return descriptors.get_descriptor(d.dataset)
+    stored = d.get("custom_descriptor", "")
+    if stored:
+        try:
+            obj = json.loads(stored)
+        except ValueError as e:
+            raise ValueError(f"config.data.custom_descriptor is not valid JSON ({e})") from None
+        return descriptors.DatasetDescriptor.from_dict(obj, "config.data.custom_descriptor")
+    if not d.data_dir:
+        raise ValueError(
+            "config.data.dataset='custom' needs config.data.data_dir: the --data_dir given to "
+            "`vipdl-prepare-data --dataset custom`"
+        )
+    from vipdl.data import custom
+
+    return custom.read_prepared_descriptor(d.data_dir)
+
+
+def with_dataset_descriptor(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with a custom dataset's descriptor in `config.data.custom_descriptor`.
+
+    Other datasets come back unchanged. The trainer saves the result as the workdir's
+    config.json, so evaluation and `VideoPredictor.from_checkpoint` know the class names and
+    colours without the prepared data.
+
+    Raises:
+        ValueError: the config already carries a descriptor that differs from the prepared
+            data's (e.g. a workdir reused for another dataset).
+    """
+    if config.data.dataset != CUSTOM:
+        return config
+    stored = config.data.get("custom_descriptor", "")
+    prepared = None
+    if config.data.data_dir:
+        from vipdl.data import custom
+
+        if custom.prepared_descriptor_path(config.data.data_dir).is_file() or not stored:
+            prepared = custom.read_prepared_descriptor(config.data.data_dir)
+    if prepared is None:
+        descriptor(config)  # Validates the stored one.
+        return config
+    if stored and descriptor(config) != prepared:
+        raise ValueError(
+            f"config.data.custom_descriptor ({descriptor(config).name}: "
+            f"{list(descriptor(config).class_names)}) differs from the dataset prepared in "
+            f"{config.data.data_dir} ({prepared.name}: {list(prepared.class_names)})"
+        )
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.data.custom_descriptor = json.dumps(prepared.to_dict(), separators=(",", ":"))
+    return config
 
 
 def is_vip(config: ml_collections.ConfigDict) -> bool:
@@ -168,9 +229,15 @@ def train_iterator(config: ml_collections.ConfigDict, mesh: Mesh) -> Iterator[di
     from vipdl.data import augment, pipeline
 
     d = config.data
+    dataset = descriptor(config)
+    if is_vip(config) and not dataset.is_video:
+        raise ValueError(
+            f"{dataset.name} is an image dataset (no next frame): train it with "
+            "config.model.meta_arch='panoptic_deeplab'"
+        )
     return pipeline.make_train_loader(
         create_source(config, d.train_split),
-        descriptor=descriptor(config),
+        descriptor=dataset,
         crop_size_hw=tuple(d.crop_size_hw),
         batch_size=parallel.process_batch_size(d.batch_size, mesh),
         seed=config.seed,

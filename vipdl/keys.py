@@ -14,6 +14,10 @@ DEPTH = "depth"  # float32 [height, width], metres; 0 = no ground truth.
 SEQUENCE_ID = "sequence_id"  # str, identifies the video.
 FRAME_INDEX = "frame_index"  # int, annotated-frame index of frame t in its video.
 NEXT_FRAME_INDEX = "next_frame_index"  # int, index of frame t+1.
+# Custom datasets only: raw video frame numbers of t and t+1 (their real distance is the
+# difference; the frames in between are not labelled).
+RAW_FRAME = "raw_frame"  # int.
+NEXT_RAW_FRAME = "next_raw_frame"  # int.
 
 # --- Training / evaluation batch (input pipeline output) ---------------------
 # Images of the pair concatenated on channels: float32 [batch, height, width, 6],

@@ -361,6 +361,43 @@ class _Metrics:
         return scalars
 
 
+_SEMANTIC_CLASSIFIER = "semantic_head/final/"  # The last semantic layer (1x1 conv, bias).
+
+
+def _checkpoint_class_names(path: str) -> tuple[str, ...] | None:
+    """Class names of the run a checkpoint comes from (its workdir's config.json), if known."""
+    for directory in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        if os.path.isfile(os.path.join(directory, checkpointing.CONFIG_FILE)):
+            try:
+                return from_config.descriptor(checkpointing.load_config(directory)).class_names
+            except (ValueError, KeyError, FileNotFoundError, AttributeError):
+                return None
+    return None
+
+
+def _warm_start(config, model) -> tuple[list[str], list[str]]:
+    """`checkpointing.warm_start`, with a fresh last semantic layer for another class set.
+
+    Arrays whose shape differs (another number of classes) keep their initialisation anyway;
+    when the count is equal but the checkpoint's run names other classes (its config.json), the
+    restored semantic classifier is put back to its initial values too. Returns `(restored,
+    initialised)` for `checkpointing.log_restore_report`.
+    """
+    head = model.semantic_head.final
+    fresh = nnx.to_pure_dict(nnx.state(head))  # Immutable arrays: a snapshot.
+    restored, initialised = checkpointing.warm_start(model, config.init.checkpoint)
+    source = _checkpoint_class_names(config.init.checkpoint)
+    target = from_config.descriptor(config).class_names
+    moved = [p for p in restored if p.startswith(_SEMANTIC_CLASSIFIER)]
+    if source is not None and tuple(source) != tuple(target) and moved:
+        state = nnx.state(head)
+        nnx.replace_by_pure_dict(state, fresh)
+        nnx.update(head, state)
+        restored = [p for p in restored if p not in moved]
+        initialised = initialised + [f"{p} (the checkpoint's classes differ)" for p in moved]
+    return restored, initialised
+
+
 def _init_or_restore(config, manager, model, optimizer, train_iter, writer) -> int:
     """Own checkpoint > warm start (`config.init.checkpoint`) > fresh; returns the start step."""
     start_step = manager.latest_step()
@@ -369,7 +406,7 @@ def _init_or_restore(config, manager, model, optimizer, train_iter, writer) -> i
         checkpointing.restore_checkpoint(manager, start_step, model, optimizer, train_iter)
         return start_step
     if config.init.checkpoint:
-        restored, initialised = checkpointing.warm_start(model, config.init.checkpoint)
+        restored, initialised = _warm_start(config, model)
         report = checkpointing.log_restore_report(restored, initialised, config.init.checkpoint)
         if jax.process_index() == 0:
             print(report, flush=True)
@@ -440,6 +477,8 @@ def train_and_evaluate(
     """
     from clu import metric_writers, periodic_actions
 
+    # Custom data: the descriptor goes into the saved config.json (prediction needs no data).
+    config = from_config.with_dataset_descriptor(config)
     _validate_config(config)
     workdir = os.path.abspath(workdir)
     t, is_chief = config.train, jax.process_index() == 0

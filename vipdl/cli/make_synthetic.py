@@ -6,6 +6,8 @@
 
 Then convert it like a downloaded dataset:
 `vipdl-prepare-data --dataset synthetic --manual_dir DIR --data_dir OUT`.
+With `--layout custom` it writes a small dataset in the custom format instead (another class
+set, sparse labels): `vipdl-prepare-data --dataset custom --manual_dir DIR --data_dir OUT`.
 Exit code 1 on bad arguments or an existing non-empty --out (use --overwrite).
 """
 
@@ -38,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--layouts",
-        default=",".join(synthetic_export.LAYOUT_NAMES),
-        help=f"comma-separated subset of {','.join(synthetic_export.LAYOUT_NAMES)}",
+        "--layout",
+        default=",".join(synthetic_export.DEFAULT_LAYOUTS),
+        help=f"comma-separated subset of {','.join(synthetic_export.LAYOUT_NAMES)}; 'custom' "
+        "(your-own-videos format with another class set, docs/datasets.md#custom) is written "
+        "without cityscapes_vps",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true")

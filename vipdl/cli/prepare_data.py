@@ -2,10 +2,13 @@
 
     vipdl-prepare-data --dataset synthetic --manual_dir RAW --data_dir OUT [--overwrite]
 
-Datasets: cityscapes_vps, cityscapes_dvps, kitti_step, motchallenge_step, vipseg, synthetic
-(folder layouts in docs/datasets.md). The raw files are validated first and every problem is
-printed with its file name; nothing that looks complete is left behind on failure. Refuses to
-replace a complete dataset without --overwrite. Exit code 1 on bad input.
+Datasets: cityscapes_vps, cityscapes_dvps, kitti_step, motchallenge_step, vipseg,
+semkitti_dvps, cityscapes_panoptic, coco_panoptic, synthetic, and custom: your own labelled
+videos, a folder with dataset.json (folder layouts in docs/datasets.md). The raw files are
+validated first and every problem is printed with its file name; nothing that looks complete is
+left behind on failure. Findings that do not stop the conversion (e.g. a video whose frame size
+changes) are printed as notes. Refuses to replace a complete dataset without --overwrite. Exit
+code 1 on bad input.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             overwrite=args.overwrite,
             check_counts=not args.no_count_check,
+            warn=lambda message: print(f"note: {message}", file=sys.stderr),
         )
     except layouts.DatasetError as e:
         print(f"vipdl-prepare-data: invalid input:\n{e}", file=sys.stderr)

@@ -51,6 +51,8 @@ class DatasetDescriptor:
         split_num_frames: expected annotated frames per split (used to validate conversions).
         has_depth: whether depth ground truth exists.
         max_depth: upper bound of the depth head, metres.
+        is_video: False for image datasets (Cityscapes panoptic, COCO panoptic): every image is
+            its own one-frame video, examples carry no next frame (Panoptic-DeepLab only).
     """
 
     name: str
@@ -66,6 +68,7 @@ class DatasetDescriptor:
     )
     has_depth: bool = False
     max_depth: float = 88.0
+    is_video: bool = True
 
     def __post_init__(self):
         if len(self.class_names) != len(self.colormap):
@@ -80,6 +83,9 @@ class DatasetDescriptor:
         bad = [t for t in self.thing_ids if not 0 <= t < self.num_classes]
         if bad:
             raise ValueError(f"{self.name}: thing ids {bad} outside [0, {self.num_classes})")
+        bad = [c for c in self.colormap if len(c) != 3 or not all(0 <= v <= 255 for v in c)]
+        if bad:
+            raise ValueError(f"{self.name}: colours {bad[:3]} are not RGB triples in 0..255")
 
     @property
     def num_classes(self) -> int:
@@ -106,6 +112,44 @@ class DatasetDescriptor:
 
     def is_thing(self, class_id: int) -> bool:
         return class_id in self.thing_ids
+
+    def to_dict(self) -> dict:
+        """JSON-able form (stored with prepared custom data and in a run's config.json)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["class_names"] = list(self.class_names)
+        out["colormap"] = [list(c) for c in self.colormap]
+        out["thing_ids"] = list(self.thing_ids)
+        out["eval_window_frames"] = list(self.eval_window_frames)
+        out["split_num_frames"] = dict(self.split_num_frames)
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: Mapping, where: str = "descriptor") -> DatasetDescriptor:
+        """Inverse of `to_dict`; raises ValueError naming `where` and the bad field."""
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(obj) - fields)
+        missing = sorted(f for f in ("name", "class_names", "colormap", "thing_ids",
+                                     "ignore_label", "label_divisor") if f not in obj)
+        if unknown or missing:
+            raise ValueError(f"{where}: unknown fields {unknown}, missing fields {missing}")
+        try:
+            kwargs = dict(obj)
+            kwargs["class_names"] = tuple(str(n) for n in obj["class_names"])
+            kwargs["colormap"] = tuple(
+                tuple(int(v) for v in c) for c in obj["colormap"]
+            )
+            kwargs["thing_ids"] = tuple(int(t) for t in obj["thing_ids"])
+            if "eval_window_frames" in obj:
+                kwargs["eval_window_frames"] = tuple(int(n) for n in obj["eval_window_frames"])
+            if "split_num_frames" in obj:
+                kwargs["split_num_frames"] = MappingProxyType(
+                    {str(k): int(v) for k, v in obj["split_num_frames"].items()}
+                )
+            return cls(**kwargs)
+        except (TypeError, AttributeError) as e:
+            raise ValueError(f"{where}: malformed descriptor ({e})") from None
 
 
 CITYSCAPES_CLASS_NAMES = (
@@ -212,7 +256,9 @@ MOTCHALLENGE_STEP = DatasetDescriptor(
     split_num_frames=MappingProxyType({"train": 525, "val": 600}),
 )
 
-# SemKITTI-DVPS: sparse LiDAR-projected labels; D = 65536 so void = 255 * 65536.
+# SemKITTI-DVPS (ViP-DeepLab `semkitti-dvps/`): sparse LiDAR-projected labels of every frame of
+# the KITTI odometry sequences 00-10; D = 65536 (LiDAR instance ids are 16-bit), so void is
+# 255 * 65536.
 SEMKITTI_DVPS = DatasetDescriptor(
     name="semkitti_dvps",
     class_names=(
@@ -262,7 +308,9 @@ SEMKITTI_DVPS = DatasetDescriptor(
     label_divisor=65536,
     annotation_stride=1,
     eval_window_frames=(1, 5, 10, 20),
-    split_num_frames=MappingProxyType({"train": 19120, "val": 4070, "test": 4340}),
+    # Every frame of KITTI odometry sequences 00-07, 09, 10 (train) and 08 (val) is labelled;
+    # deeplab2 lists the pair counts 19120 / 4070, one fewer per sequence.
+    split_num_frames=MappingProxyType({"train": 19130, "val": 4071}),
     has_depth=True,
     max_depth=88.0,
 )
@@ -332,6 +380,95 @@ VIPSEG = DatasetDescriptor(
     # frame counts per split are not published, so conversions check the video lists instead.
 )
 
+# Cityscapes panoptic images (gtFine, train ids): the Panoptic-DeepLab stage of the reference
+# recipe. Split sizes from deeplab2 `data/dataset.py` (`train_fine` / `val_fine`).
+CITYSCAPES_PANOPTIC = DatasetDescriptor(
+    name="cityscapes_panoptic",
+    class_names=CITYSCAPES_CLASS_NAMES,
+    colormap=CITYSCAPES_COLORMAP,
+    thing_ids=CITYSCAPES_THING_IDS,
+    ignore_label=255,
+    label_divisor=1000,
+    eval_window_frames=(1,),
+    split_num_frames=MappingProxyType({"train": 2975, "val": 500}),
+    is_video=False,
+)
+
+# COCO panoptic 2017 (panopticapi `panoptic_coco_categories.json`): 80 things then 53 stuff
+# classes. Raw category ids (1..200 with gaps) map to class index = position in
+# COCO_CATEGORY_IDS; deeplab2 instead shifts every class by one and uses 0 as void.
+# fmt: off
+COCO_CLASS_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush", "banner", "blanket", "bridge", "cardboard",
+    "counter", "curtain", "door-stuff", "floor-wood", "flower", "fruit", "gravel", "house",
+    "light", "mirror-stuff", "net", "pillow", "platform", "playingfield", "railroad", "river",
+    "road", "roof", "sand", "sea", "shelf", "snow", "stairs", "tent", "towel", "wall-brick",
+    "wall-stone", "wall-tile", "wall-wood", "water-other", "window-blind", "window-other",
+    "tree-merged", "fence-merged", "ceiling-merged", "sky-other-merged", "cabinet-merged",
+    "table-merged", "floor-other-merged", "pavement-merged", "mountain-merged", "grass-merged",
+    "dirt-merged", "paper-merged", "food-other-merged", "building-other-merged", "rock-merged",
+    "wall-other-merged", "rug-merged",
+)
+
+COCO_COLORMAP = (
+    (220, 20, 60), (119, 11, 32), (0, 0, 142), (0, 0, 230), (106, 0, 228), (0, 60, 100),
+    (0, 80, 100), (0, 0, 70), (0, 0, 192), (250, 170, 30), (100, 170, 30), (220, 220, 0),
+    (175, 116, 175), (250, 0, 30), (165, 42, 42), (255, 77, 255), (0, 226, 252), (182, 182, 255),
+    (0, 82, 0), (120, 166, 157), (110, 76, 0), (174, 57, 255), (199, 100, 0), (72, 0, 118),
+    (255, 179, 240), (0, 125, 92), (209, 0, 151), (188, 208, 182), (0, 220, 176), (255, 99, 164),
+    (92, 0, 73), (133, 129, 255), (78, 180, 255), (0, 228, 0), (174, 255, 243), (45, 89, 255),
+    (134, 134, 103), (145, 148, 174), (255, 208, 186), (197, 226, 255), (171, 134, 1),
+    (109, 63, 54), (207, 138, 255), (151, 0, 95), (9, 80, 61), (84, 105, 51), (74, 65, 105),
+    (166, 196, 102), (208, 195, 210), (255, 109, 65), (0, 143, 149), (179, 0, 194), (209, 99, 106),
+    (5, 121, 0), (227, 255, 205), (147, 186, 208), (153, 69, 1), (3, 95, 161), (163, 255, 0),
+    (119, 0, 170), (0, 182, 199), (0, 165, 120), (183, 130, 88), (95, 32, 0), (130, 114, 135),
+    (110, 129, 133), (166, 74, 118), (219, 142, 185), (79, 210, 114), (178, 90, 62), (65, 70, 15),
+    (127, 167, 115), (59, 105, 106), (142, 108, 45), (196, 172, 0), (95, 54, 80), (128, 76, 255),
+    (201, 57, 1), (246, 0, 122), (191, 162, 208), (255, 255, 128), (147, 211, 203),
+    (150, 100, 100), (168, 171, 172), (146, 112, 198), (210, 170, 100), (92, 136, 89),
+    (218, 88, 184), (241, 129, 0), (217, 17, 255), (124, 74, 181), (70, 70, 70), (255, 228, 255),
+    (154, 208, 0), (193, 0, 92), (76, 91, 113), (255, 180, 195), (106, 154, 176), (230, 150, 140),
+    (60, 143, 255), (128, 64, 128), (92, 82, 55), (254, 212, 124), (73, 77, 174), (255, 160, 98),
+    (255, 255, 255), (104, 84, 109), (169, 164, 131), (225, 199, 255), (137, 54, 74),
+    (135, 158, 223), (7, 246, 231), (107, 255, 200), (58, 41, 149), (183, 121, 142), (255, 73, 97),
+    (107, 142, 35), (190, 153, 153), (146, 139, 141), (70, 130, 180), (134, 199, 156),
+    (209, 226, 140), (96, 36, 108), (96, 96, 96), (64, 170, 64), (152, 251, 152), (208, 229, 228),
+    (206, 186, 171), (152, 161, 64), (116, 112, 0), (0, 114, 143), (102, 102, 156),
+    (250, 141, 255),
+)
+
+COCO_CATEGORY_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
+    31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
+    56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
+    85, 86, 87, 88, 89, 90, 92, 93, 95, 100, 107, 109, 112, 118, 119, 122, 125, 128, 130, 133, 138,
+    141, 144, 145, 147, 148, 149, 151, 154, 155, 156, 159, 161, 166, 168, 171, 175, 176, 177, 178,
+    180, 181, 184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194, 195, 196, 197, 198, 199, 200,
+)
+
+# fmt: on
+
+COCO_PANOPTIC = DatasetDescriptor(
+    name="coco_panoptic",
+    class_names=COCO_CLASS_NAMES,
+    colormap=COCO_COLORMAP,
+    thing_ids=tuple(range(80)),
+    ignore_label=255,
+    label_divisor=1000,
+    eval_window_frames=(1,),
+    split_num_frames=MappingProxyType({"train": 118287, "val": 5000}),
+    is_video=False,
+)
+
 # The built-in synthetic world (vipdl/data/synthetic.py).
 SYNTHETIC = DatasetDescriptor(
     name="synthetic",
@@ -366,6 +503,8 @@ DESCRIPTORS: Mapping[str, DatasetDescriptor] = MappingProxyType(
             MOTCHALLENGE_STEP,
             SEMKITTI_DVPS,
             VIPSEG,
+            CITYSCAPES_PANOPTIC,
+            COCO_PANOPTIC,
             SYNTHETIC,
         )
     }

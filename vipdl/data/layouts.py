@@ -19,6 +19,11 @@ Layouts (see docs/datasets.md for where to get the data):
 * `VipsegLayout`: `<root>/imgs|images/<video>/<frame>.jpg`, `<root>/panomasks/<video>/<frame>.png`
   (0 void, v < 125: class v - 1, else class v // 100 - 1 with instance v % 100) and the split
   lists `<root>/{train,val,test}.txt` (VIPSeg-Dataset).
+* `SemKittiDvpsLayout`: `<root>/video_sequence/<split>/<seq>_<frame>_` + `leftImg8bit.png` /
+  `gtFine_class.png` / `gtFine_instance.png` / `depth_<focal>.png` (ViP-DeepLab `semkitti-dvps/`).
+* `CityscapesPanopticLayout`, `CocoPanopticLayout`: image sets (every image a one-frame video)
+  with COCO-panoptic labels: RGB segment-id PNGs plus a JSON of `segments_info`.
+* `vipdl.data.custom.CustomLayout`: your own labelled videos (docs/datasets.md#custom).
 
 The file encodings themselves are `vipdl.formats`; writing the synthetic world in these layouts
 is `vipdl.data.synthetic_export`.
@@ -34,6 +39,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -135,6 +141,182 @@ def check_panoptic(
 
 
 # --------------------------------------------------------------------------------------------
+# COCO-panoptic style labels: an RGB PNG of segment ids plus JSON `segments_info`.
+
+
+def read_segments_info(
+    info, *, where: str, problems: list[str]
+) -> list[tuple[int, int, bool, int | None]] | None:
+    """`[(segment id, category id, iscrowd, area or None), ...]` of one JSON `segments_info`.
+
+    Appends a problem naming `where` and returns None when the entry is malformed.
+    """
+    try:
+        out = []
+        for seg in info:
+            area = seg.get("area")
+            out.append(
+                (int(seg["id"]), int(seg["category_id"]), bool(seg.get("iscrowd", 0)),
+                 None if area is None else int(area))
+            )
+        return out
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        problems.append(f"{where}: malformed segments_info ({type(e).__name__}: {e})")
+        return None
+
+
+def numbered_segments(
+    segments: Sequence[tuple[int, int, bool, int | None]],
+    descriptor: DatasetDescriptor,
+    *,
+    category_to_class: Mapping[int, int] | None,
+    where: str,
+    problems: list[str],
+) -> dict[int, int]:
+    """Segment id -> panoptic value for one image, instances numbered 1, 2, ... per class.
+
+    Thing segments get the next instance number of their class in the order listed (how the
+    reference converters number them); stuff and crowd segments get instance 0.
+
+    Args:
+        segments: `read_segments_info` output of the image.
+        descriptor: class count, thing ids, label divisor.
+        category_to_class: raw category id -> class index; None means they are equal.
+        where: the label file, for problems.
+        problems: receives one line per bad segment.
+    """
+    d = descriptor.label_divisor
+    counts: collections.Counter = collections.Counter()
+    mapping = {}
+    for sid, cat, crowd, _ in segments:
+        cls = cat if category_to_class is None else category_to_class.get(cat)
+        if cls is None or not 0 <= cls < descriptor.num_classes:
+            problems.append(f"{where}: segment {sid} has unknown category_id {cat}")
+            continue
+        instance = 0
+        if descriptor.is_thing(cls) and not crowd:
+            counts[cls] += 1
+            instance = counts[cls]
+            if instance >= d:
+                problems.append(f"{where}: more than {d - 1} instances of class {cls}")
+                continue
+        mapping[sid] = cls * d + instance
+    return mapping
+
+
+def apply_segments(
+    ids: np.ndarray,
+    mapping: Mapping[int, int],
+    *,
+    void_label: int,
+    path: str | os.PathLike,
+    areas: Mapping[int, int] | None = None,
+) -> np.ndarray:
+    """Maps segment ids [h, w] to panoptic values; id 0 (unlabelled) becomes `void_label`.
+
+    Raises:
+        DatasetError naming `path` for segment ids without a JSON entry, and for segments whose
+        pixel count differs from their JSON `area` (when `areas` is given).
+    """
+    values, counts = np.unique(ids, return_counts=True)
+    problems = []
+    unknown = [int(v) for v in values if v != 0 and v not in mapping]
+    if unknown:
+        problems.append(
+            f"segment ids {unknown[:10]} are not in the ground-truth JSON (pixels without a "
+            "segments_info entry, so without a class)"
+        )
+    if areas:
+        found = dict(zip(values.tolist(), counts.tolist()))
+        wrong = [(sid, a, found.get(sid, 0)) for sid, a in areas.items() if found.get(sid, 0) != a]
+        if wrong:
+            problems.append(
+                "segment areas differ from segments_info (id, listed, found): "
+                f"{wrong[:5]}"
+            )
+    if problems:
+        raise DatasetError(str(path), problems)
+    lut_keys = np.array([0, *mapping.keys()], np.int64)
+    lut_vals = np.array([void_label, *mapping.values()], np.int64)
+    order = np.argsort(lut_keys)
+    index = np.clip(np.searchsorted(lut_keys[order], ids), 0, len(lut_keys) - 1)
+    return lut_vals[order][index]
+
+
+def video_segment_mapping(
+    infos: Mapping[Path, Sequence[tuple[int, int, bool, int | None]]],
+    descriptor: DatasetDescriptor,
+    *,
+    category_to_class: Mapping[int, int] | None,
+    json_path: str | os.PathLike,
+    problems: list[str],
+) -> dict[Path, dict[int, int]]:
+    """Segment id -> panoptic value for every label file of one video (docs/datasets.md#custom).
+
+    A segment id names one object for the whole video, so its track is kept: if every thing
+    segment id is `class * D + instance + 1` (what `vipdl.evaluation.writers` writes) that
+    instance is used, otherwise the thing ids of each class are numbered 1, 2, ... in order of
+    their segment id. A thing id that changes class between frames is a problem naming both
+    files; so is a category id that is not a class.
+
+    Args:
+        infos: `read_segments_info` output per label file, in frame order.
+        descriptor: classes, things and label divisor.
+        category_to_class: raw category id -> class index; None means they are equal.
+        json_path: the JSON the segments come from, for problems.
+        problems: receives one line per problem.
+    """
+    d = descriptor.label_divisor
+    classes: dict[Path, list[tuple[int, int | None, bool]]] = {}
+    thing_class: dict[int, tuple[int, Path]] = {}  # segment id -> (class, first label file)
+    for label, segs in infos.items():
+        classes[label] = []
+        for sid, cat, crowd, _ in segs:
+            cls = cat if category_to_class is None else category_to_class.get(cat)
+            if cls is None or not 0 <= cls < descriptor.num_classes:
+                known = (f"[0, {descriptor.num_classes})" if category_to_class is None
+                         else f"the category ids {sorted(category_to_class)}")
+                problems.append(
+                    f"{label}: segment {sid} has category_id {cat}, not one of {known} "
+                    f"({json_path})"
+                )
+                cls = None
+            elif descriptor.is_thing(cls) and not crowd:
+                first = thing_class.setdefault(sid, (cls, label))
+                if first[0] != cls:
+                    names = descriptor.class_names
+                    problems.append(
+                        f"{label}: instance (segment id) {sid} is {names[cls]!r} here but "
+                        f"{names[first[0]]!r} in {first[1].name}; an instance id must keep "
+                        "its class within a video"
+                    )
+            classes[label].append((sid, cls, crowd))
+    direct = all((sid - 1) // d == cls and (sid - 1) % d > 0
+                 for sid, (cls, _) in thing_class.items())
+    rank = {}
+    if not direct:
+        per_class = collections.defaultdict(list)
+        for sid, (cls, _) in sorted(thing_class.items()):
+            per_class[cls].append(sid)
+        rank = {sid: k + 1 for ids in per_class.values() for k, sid in enumerate(ids)}
+    out = {}
+    for label, segs in classes.items():
+        mapping = {}
+        for sid, cls, crowd in segs:
+            if cls is None:
+                continue
+            instance = 0
+            if descriptor.is_thing(cls) and not crowd and thing_class[sid][0] == cls:
+                instance = (sid - 1) % d if direct else rank[sid]
+            if instance >= d:
+                problems.append(f"{label}: more than {d - 1} instances of class {cls}")
+                continue
+            mapping[sid] = cls * d + instance
+        out[label] = mapping
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Structure checks shared by the layouts.
 
 
@@ -144,11 +326,13 @@ def _check_sequence(
     stride: int | None,
     where: str,
     problems: list[str],
+    any_gaps: bool = False,
 ) -> list[Video]:
     """Orders frames, checks gaps (a missing frame) and returns `Video`s.
 
     `stride` is the expected gap between frame tokens; None infers it as the most common gap of
     the split (real Cityscapes-VPS tokens may count raw frames or annotated frames).
+    `any_gaps` accepts any positive gap (sparse annotation of your own videos).
     """
     gaps = collections.Counter()
     ordered = {}
@@ -164,7 +348,7 @@ def _check_sequence(
         for a, b in zip(frames, frames[1:]):
             if b[0] - a[0] == 0:
                 problems.append(f"{b[1]}: frame {b[0]} of sequence {seq} appears twice ({a[1]})")
-            elif b[0] - a[0] != stride:
+            elif b[0] - a[0] != stride and not any_gaps:
                 missing = list(range(a[0] + stride, b[0], stride)) or ["(irregular gap)"]
                 problems.append(
                     f"{b[1]}: sequence {seq} in {where} jumps from frame {a[0]} to {b[0]} "
@@ -208,6 +392,9 @@ class Layout(abc.ABC):
     def __init__(self, root: str | os.PathLike, descriptor: DatasetDescriptor):
         self.root = Path(root)
         self.descriptor = descriptor
+        # Findings that do not stop a conversion (e.g. a video whose frame size changes); each
+        # starts with the file or folder concerned. Filled by `videos`.
+        self.warnings: list[str] = []
         if not self.root.is_dir():
             raise DatasetError(str(self.root), ["dataset root is not a directory"])
 
@@ -311,9 +498,13 @@ class CityscapesVpsLayout(Layout):
         descriptor: DatasetDescriptor = descriptors.CITYSCAPES_VPS,
         *,
         annotation_stride: int | None = None,
+        category_to_class: Mapping[int, int] | None = None,
+        any_gaps: bool = False,
     ):
         super().__init__(root, descriptor)
         self.annotation_stride = annotation_stride
+        self.any_gaps = any_gaps  # Irregular annotation gaps and video lengths are fine.
+        self.category_to_class = category_to_class  # None: category ids are class indices.
         self._segments: dict[Path, dict[int, int]] = {}
 
     def splits(self) -> tuple[str, ...]:
@@ -369,73 +560,45 @@ class CityscapesVpsLayout(Layout):
         for path in sorted(img_dir.glob("*.png")):
             if path.name not in listed:
                 problems.append(f"{path}: image has no ground truth in {json_path}")
-        out = _check_sequence(videos, stride=self.annotation_stride, where=split, problems=problems)
-        _check_video_lengths(out, split, problems)
+        out = _check_sequence(videos, stride=self.annotation_stride, where=split, problems=problems,
+                              any_gaps=self.any_gaps)
+        if not self.any_gaps:
+            _check_video_lengths(out, split, problems)
         for video in out:
             self._map_segments(video, image_ids, annotations, json_path, problems)
         return out
 
     def _map_segments(self, video, image_ids, annotations, json_path, problems) -> None:
         """Maps the segment ids of each frame of `video` to panoptic values (see class doc)."""
-        d = self.descriptor.label_divisor
         infos = {}
         for frame in video.frames:
             image_id = image_ids[frame.label]
-            try:
-                infos[frame.label] = [
-                    (int(s["id"]), int(s["category_id"]), int(s.get("iscrowd", 0)))
-                    for s in annotations[image_id]["segments_info"]
-                ]
-            except (KeyError, TypeError, ValueError) as e:
-                problems.append(f"{json_path}: bad segments_info of {image_id} ({e})")
+            segs = read_segments_info(
+                annotations[image_id].get("segments_info"),
+                where=f"{json_path} (image {image_id})",
+                problems=problems,
+            )
+            if segs is None:
                 return
-        things = {
-            (sid, cat)
-            for segs in infos.values()
-            for sid, cat, crowd in segs
-            if self.descriptor.is_thing(cat) and not crowd
-        }
-        direct = all((sid - 1) // d == cat and (sid - 1) % d > 0 for sid, cat in things)
-        rank = {}
-        if not direct:
-            per_class = collections.defaultdict(list)
-            for sid, cat in sorted(things):
-                per_class[cat].append(sid)
-            rank = {sid: k + 1 for ids in per_class.values() for k, sid in enumerate(ids)}
-        for label, segs in infos.items():
-            mapping = {}
-            for sid, cat, crowd in segs:
-                if not 0 <= cat < self.descriptor.num_classes:
-                    problems.append(
-                        f"{label}: segment {sid} has category_id {cat} outside "
-                        f"[0, {self.descriptor.num_classes}) in {json_path}"
-                    )
-                    continue
-                if not self.descriptor.is_thing(cat) or crowd:
-                    instance = 0
-                else:
-                    instance = (sid - 1) % d if direct else rank[sid]
-                if instance >= d:
-                    problems.append(f"{label}: more than {d - 1} instances of class {cat}")
-                    continue
-                mapping[sid] = cat * d + instance
-            self._segments[label] = mapping
+            infos[frame.label] = segs
+        self._segments.update(
+            video_segment_mapping(
+                infos,
+                self.descriptor,
+                category_to_class=self.category_to_class,
+                json_path=json_path,
+                problems=problems,
+            )
+        )
 
     def _read_label(self, frame: Frame) -> np.ndarray:
         ids = _decoded(formats.read_rgb_ids, frame.label)
         mapping = self._segments.get(frame.label)
         if mapping is None:
             raise DatasetError(str(frame.label), ["segments unknown; list the split first"])
-        values = np.unique(ids)
-        unknown = [int(v) for v in values if v != 0 and v not in mapping]
-        if unknown:
-            raise DatasetError(
-                str(frame.label), [f"segment ids {unknown[:10]} are not in the ground-truth JSON"]
-            )
-        lut_keys = np.array([0, *mapping.keys()], np.int64)
-        lut_vals = np.array([self.descriptor.void_label, *mapping.values()], np.int64)
-        order = np.argsort(lut_keys)
-        return lut_vals[order][np.searchsorted(lut_keys[order], ids)]
+        return apply_segments(
+            ids, mapping, void_label=self.descriptor.void_label, path=frame.label
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,3 +803,214 @@ class VipsegLayout(Layout):
             label_divisor=self.descriptor.label_divisor,
             void_label=self.descriptor.void_label,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# SemKITTI-DVPS.
+
+_SEMKITTI_FILE = re.compile(
+    r"^(?P<seq>\d+)_(?P<frame>\d+)_"
+    r"(?P<kind>leftImg8bit|gtFine_class|gtFine_instance|depth(_(?P<focal>[0-9.eE+-]+))?)\.png$"
+)
+
+
+class SemKittiDvpsLayout(Layout):
+    """SemKITTI-DVPS `video_sequence/<split>/` (ViP-DeepLab `semkitti-dvps/`), every frame.
+
+    Per frame `<seq:06d>_<frame:06d>_` + `leftImg8bit.png` (the KITTI odometry image),
+    `gtFine_class.png` (class id, 255 void), `gtFine_instance.png` (instance id) and
+    `depth_<focal length>.png` (uint16 metres * 256, 0 = no LiDAR point).
+    """
+
+    has_depth = True
+
+    def __init__(
+        self, root: str | os.PathLike, descriptor: DatasetDescriptor = descriptors.SEMKITTI_DVPS
+    ):
+        super().__init__(root, descriptor)
+
+    def splits(self) -> tuple[str, ...]:
+        base = self.root / "video_sequence"
+        return tuple(s for s in ("train", "val") if (base / s).is_dir())
+
+    def _list(self, split: str, problems: list[str]) -> list[Video]:
+        base = self.root / "video_sequence" / split
+        if not base.is_dir():
+            problems.append(f"{base}: directory missing")
+            return []
+        groups: dict[tuple[str, int], dict[str, Path]] = collections.defaultdict(dict)
+        for path in sorted(base.iterdir()):
+            m = _SEMKITTI_FILE.match(path.name)
+            if not m:
+                if not path.name.startswith("."):
+                    problems.append(f"{path}: unexpected file name")
+                continue
+            kind = "depth" if m["kind"].startswith("depth") else m["kind"]
+            groups[(m["seq"], int(m["frame"]))][kind] = path
+        videos: dict[str, list] = collections.defaultdict(list)
+        wanted = ("leftImg8bit", "gtFine_class", "gtFine_instance", "depth")
+        for (seq, frame), files in sorted(groups.items()):
+            missing = [k for k in wanted if k not in files]
+            if missing:
+                stem = base / f"{seq}_{frame:06d}_"
+                problems.append(f"{stem}*: missing {', '.join(k + '*.png' for k in missing)}")
+                continue
+            videos[seq].append((frame, files["leftImg8bit"], files["gtFine_class"], files["depth"]))
+        return _check_sequence(videos, stride=1, where=split, problems=problems)
+
+    def _read_label(self, frame: Frame) -> np.ndarray:
+        semantic = _decoded(formats.read_grey_png, frame.label, "a single-channel class PNG")
+        instance_path = frame.label.with_name(
+            frame.label.name.replace("_gtFine_class.png", "_gtFine_instance.png")
+        )
+        instance = _decoded(formats.read_grey_png, instance_path, "a single-channel instance PNG")
+        if instance.shape != semantic.shape:
+            raise DatasetError(
+                str(instance_path),
+                [f"size {instance.shape[1]}x{instance.shape[0]} differs from {frame.label.name}"],
+            )
+        semantic = semantic.astype(np.int64)
+        instance = np.where(semantic == self.descriptor.ignore_label, 0, instance)
+        return semantic * self.descriptor.label_divisor + instance.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Image datasets: every image is a video of one frame.
+
+
+class _ImageLayout(Layout):
+    """COCO-panoptic style image set: one JSON of `segments_info` and a PNG folder per split."""
+
+    SPLITS = ("train", "val")
+    category_to_class: Mapping[int, int] | None = None
+
+    def __init__(self, root: str | os.PathLike, descriptor: DatasetDescriptor):
+        super().__init__(root, descriptor)
+        self._segments: dict[Path, tuple[dict[int, int], dict[int, int]]] = {}
+
+    @abc.abstractmethod
+    def _paths(self, split: str) -> tuple[Path, Path, Path]:
+        """`(image folder, label folder, JSON)` of `split`."""
+
+    @abc.abstractmethod
+    def _images(self, image_dir: Path, problems: list[str]) -> dict[str, Path]:
+        """Image id (as in the JSON annotations) -> image file, for every image on disk."""
+
+    def _annotation_key(self, annotation: dict) -> str:
+        return str(annotation["image_id"])
+
+    def splits(self) -> tuple[str, ...]:
+        return tuple(s for s in self.SPLITS if self._paths(s)[2].is_file())
+
+    def _list(self, split: str, problems: list[str]) -> list[Video]:
+        image_dir, label_dir, json_path = self._paths(split)
+        for path in (image_dir, label_dir):
+            if not path.is_dir():
+                problems.append(f"{path}: directory missing")
+        try:
+            annotations = json.loads(json_path.read_text())["annotations"]
+            by_id = {self._annotation_key(a): a for a in annotations}
+        except FileNotFoundError:
+            problems.append(f"{json_path}: file missing")
+            return []
+        except (ValueError, KeyError, TypeError) as e:
+            problems.append(f"{json_path}: not a COCO-panoptic JSON ({type(e).__name__}: {e})")
+            return []
+        if problems:
+            return []
+        images = self._images(image_dir, problems)
+        out = []
+        for image_id in sorted(set(images) | set(by_id)):
+            image, ann = images.get(image_id), by_id.get(image_id)
+            if ann is None:
+                problems.append(f"{image}: no annotation in {json_path}")
+                continue
+            label = label_dir / str(ann.get("file_name", ""))
+            if image is None:
+                problems.append(f"{json_path}: annotation of image {image_id!r} has no image in "
+                                f"{image_dir}")
+                continue
+            if not label.is_file():
+                problems.append(f"{label}: label file missing (image {image.name})")
+                continue
+            segs = read_segments_info(
+                ann.get("segments_info"), where=f"{json_path} (image {image_id})",
+                problems=problems,
+            )
+            if segs is None:
+                continue
+            mapping = numbered_segments(
+                segs, self.descriptor, category_to_class=self.category_to_class,
+                where=f"{label} ({json_path})", problems=problems,
+            )
+            areas = {sid: a for sid, _, _, a in segs if a is not None}
+            self._segments[label] = (mapping, areas)
+            out.append(Video(image_id, (Frame(index=0, token=0, image=image, label=label),)))
+        return out
+
+    def _read_label(self, frame: Frame) -> np.ndarray:
+        ids = _decoded(formats.read_rgb_ids, frame.label)
+        if frame.label not in self._segments:
+            raise DatasetError(str(frame.label), ["segments unknown; list the split first"])
+        mapping, areas = self._segments[frame.label]
+        return apply_segments(
+            ids, mapping, void_label=self.descriptor.void_label, path=frame.label, areas=areas
+        )
+
+
+class CityscapesPanopticLayout(_ImageLayout):
+    """Cityscapes panoptic images with train-id labels (cityscapesScripts `createPanopticImgs
+    --use-train-id`): `leftImg8bit/<split>/<city>/<id>_leftImg8bit.png`,
+    `gtFine/cityscapes_panoptic_<split>_trainId.json` and
+    `gtFine/cityscapes_panoptic_<split>_trainId/<id>_gtFine_panoptic.png`."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        descriptor: DatasetDescriptor = descriptors.CITYSCAPES_PANOPTIC,
+    ):
+        super().__init__(root, descriptor)
+
+    def _paths(self, split):
+        gt = self.root / "gtFine"
+        return (
+            self.root / "leftImg8bit" / split,
+            gt / f"cityscapes_panoptic_{split}_trainId",
+            gt / f"cityscapes_panoptic_{split}_trainId.json",
+        )
+
+    def _images(self, image_dir, problems):
+        suffix = "_leftImg8bit.png"
+        return {
+            p.name[: -len(suffix)]: p for p in sorted(image_dir.glob(f"*/*{suffix}"))
+        }
+
+
+class CocoPanopticLayout(_ImageLayout):
+    """COCO panoptic 2017: `<split>2017/<id:012d>.jpg`, `annotations/panoptic_<split>2017.json`
+    and `annotations/panoptic_<split>2017/<id:012d>.png`; category ids 1..200 map to the 133
+    classes of `descriptors.COCO_CATEGORY_IDS`."""
+
+    category_to_class = MappingProxyType(
+        {cat: k for k, cat in enumerate(descriptors.COCO_CATEGORY_IDS)}
+    )
+
+    def __init__(
+        self, root: str | os.PathLike, descriptor: DatasetDescriptor = descriptors.COCO_PANOPTIC
+    ):
+        super().__init__(root, descriptor)
+
+    def _paths(self, split):
+        ann = self.root / "annotations"
+        return (
+            self.root / f"{split}2017",
+            ann / f"panoptic_{split}2017",
+            ann / f"panoptic_{split}2017.json",
+        )
+
+    def _annotation_key(self, annotation):
+        return Path(str(annotation["file_name"])).stem
+
+    def _images(self, image_dir, problems):
+        return {p.stem: p for p in sorted(image_dir.iterdir())
+                if p.suffix.lower() in _IMAGE_SUFFIXES}

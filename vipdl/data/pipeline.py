@@ -332,7 +332,8 @@ def iter_videos(source: PairSource) -> Iterator[tuple[str, np.ndarray, np.ndarra
     """Whole videos of an ordered pair source: `[pair.image ...] + [last_pair.next_image]`.
 
     Args:
-      source: pairs of each video consecutive and in frame order (evaluation splits).
+      source: pairs of each video consecutive and in frame order (evaluation splits); examples
+        without a next frame (image datasets) are frames, each image its own video.
 
     Yields:
       `(sequence_id, frames uint8 [T, H, W, 3], panoptic int32 [T, H, W])`, one video at a time.
@@ -345,6 +346,8 @@ def iter_videos(source: PairSource) -> Iterator[tuple[str, np.ndarray, np.ndarra
     sequence, frames, panoptic, last = None, [], [], None
 
     def video():
+        if keys.NEXT_IMAGE not in last:  # Image datasets: every example is a frame.
+            return sequence, np.stack(frames), np.stack(panoptic).astype(np.int32)
         return (
             sequence,
             np.stack(frames + [np.asarray(last[keys.NEXT_IMAGE])]),
@@ -364,7 +367,7 @@ def iter_videos(source: PairSource) -> Iterator[tuple[str, np.ndarray, np.ndarra
                     f"(it appears again at pair {index} after other videos)"
                 )
             sequence, frames, panoptic = current, [], []
-        elif example[keys.FRAME_INDEX] != last[keys.NEXT_FRAME_INDEX]:
+        elif example[keys.FRAME_INDEX] != last.get(keys.NEXT_FRAME_INDEX, -1):
             raise ValueError(
                 f"sequence {current!r}: pair {index} starts at frame {example[keys.FRAME_INDEX]} "
                 f"but the previous pair ends at frame {last[keys.NEXT_FRAME_INDEX]}; pairs must "

@@ -12,6 +12,10 @@ synthetic data exercises the same code paths as real data. Layouts:
 * `cityscapes_dvps`: `<root>/video_sequence/<split>/{vid:06d}_{k:06d}_synth_{vid:06d}_`
   `{raw:06d}_` + `leftImg8bit.png` / `gtFine_instanceTrainIds.png` (void 32000) /
   `depth.png`, for the annotated frames k = 0, 1, ...
+* `custom`: your-own-videos format (`vipdl.data.custom`, docs/datasets.md#custom) with another
+  class set, `CUSTOM_CLASSES`: `<root>/dataset.json`, `<root>/<split>/{vid:06d}/frames/`
+  (every raw frame), `labels/` + `labels.json` (annotated frames, COCO-panoptic style) and
+  `depth/`. Its `<split>/` folders clash with `cityscapes_vps`, so it is written alone.
 
 `<root>/synthetic.json` (config, seed, splits, layouts, frame counts) is written last and read
 by `read_metadata`. The file encodings are those of `vipdl.formats`.
@@ -28,6 +32,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import tqdm
 
 from vipdl import formats
@@ -42,7 +47,8 @@ from vipdl.data.synthetic import (
 )
 from vipdl.evaluation import writers
 
-LAYOUT_NAMES = ("cityscapes_vps", "kitti_step", "cityscapes_dvps")
+LAYOUT_NAMES = ("cityscapes_vps", "kitti_step", "cityscapes_dvps", "custom")
+DEFAULT_LAYOUTS = ("cityscapes_vps", "kitti_step", "cityscapes_dvps")
 METADATA_FILE = "synthetic.json"
 CITY = "synth"  # The "city" token of Cityscapes-style file names.
 
@@ -62,6 +68,83 @@ def _write_image(path: Path, image, first: list[Path]) -> None:
     # Fast compression: the noisy frames barely compress anyway.
     formats.atomic_write_png(path, image, compress_level=1)
     first.append(path)
+
+
+# The `custom` export's classes: the synthetic ones merged into another class set, so a model
+# of the synthetic world must re-learn its last semantic layer (name, colour, synthetic classes,
+# is thing). Category ids in the label files are not the class indices (as in COCO exports).
+CUSTOM_CLASSES = (
+    ("ground", (128, 64, 128), ("road", "sidewalk"), False),
+    ("building", (70, 70, 70), ("building",), False),
+    ("vegetation", (107, 142, 35), ("vegetation",), False),
+    ("sky", (70, 130, 180), ("sky",), False),
+    ("person", (220, 20, 60), ("person",), True),
+    ("vehicle", (0, 0, 142), ("car", "bicycle"), True),
+)
+CUSTOM_CATEGORY_IDS = (1, 2, 3, 4, 10, 11)
+
+
+def custom_spec(name: str = "synthetic_custom") -> dict:
+    """The `dataset.json` of the `custom` export."""
+    return {
+        "name": name,
+        "class_names": [c[0] for c in CUSTOM_CLASSES],
+        "colors": [list(c[1]) for c in CUSTOM_CLASSES],
+        "thing_ids": [k for k, c in enumerate(CUSTOM_CLASSES) if c[3]],
+        "category_ids": list(CUSTOM_CATEGORY_IDS),
+        "ignore_label": 0,
+        "depth_scale": formats.DEPTH_SCALE,
+    }
+
+
+def _custom_class_map() -> np.ndarray:
+    """Synthetic class id -> custom class index, int64 [num synthetic classes]."""
+    out = np.full(DESCRIPTOR.num_classes, -1, np.int64)
+    for k, (_, _, members, _) in enumerate(CUSTOM_CLASSES):
+        for member in members:
+            out[DESCRIPTOR.class_names.index(member)] = k
+    return out
+
+
+def _write_custom_video(root: Path, split: str, v: int, video: SyntheticVideo) -> None:
+    """One video in the custom format: frames, COCO-panoptic labels + labels.json, depth."""
+    base = root / split / sequence_id(v)
+    for t in range(video.frames.shape[0]):
+        formats.atomic_write_png(base / "frames" / f"{t:06d}.png", video.frames[t],
+                                 compress_level=1)
+    classes = _custom_class_map()
+    d = DESCRIPTOR.label_divisor
+    objects: dict[int, int] = {}  # synthetic panoptic value -> segment id, for the whole video
+    annotations = []
+    for t in video.annotated_frames:
+        panoptic = video.panoptic[t].astype(np.int64)
+        ids = np.zeros(panoptic.shape, np.int64)  # 0 = unlabelled (void)
+        segments = []
+        for value in np.unique(panoptic):
+            semantic, instance = divmod(int(value), d)
+            if semantic == DESCRIPTOR.ignore_label:
+                continue
+            cls = int(classes[semantic])
+            thing = CUSTOM_CLASSES[cls][3]
+            if thing and instance:
+                # An annotation tool's object id: one per object for the whole video.
+                sid = objects.setdefault(int(value), 100 + len(objects))
+            else:
+                sid = cls + 1 if not thing else 50 + cls  # Stuff, or a crowd region.
+            mask = panoptic == value
+            ids[mask] = sid
+            if not any(seg["id"] == sid for seg in segments):
+                segments.append({"id": sid, "category_id": CUSTOM_CATEGORY_IDS[cls],
+                                 "iscrowd": int(thing and not instance), "area": 0})
+            next(seg for seg in segments if seg["id"] == sid)["area"] += int(mask.sum())
+        formats.write_rgb_ids(base / "labels" / f"{t:06d}.png", ids)
+        formats.write_depth_png(base / "depth" / f"{t:06d}.png", video.depth[t])
+        annotations.append({"file_name": f"{t:06d}.png", "image_id": f"{t:06d}",
+                            "segments_info": segments})
+    categories = [{"id": cid, "name": c[0], "isthing": int(c[3]), "color": list(c[1])}
+                  for cid, c in zip(CUSTOM_CATEGORY_IDS, CUSTOM_CLASSES)]
+    formats.atomic_write_json(base / "labels.json",
+                              {"annotations": annotations, "categories": categories})
 
 
 def _write_video(
@@ -101,6 +184,8 @@ def _write_video(
                 ignore_label=DESCRIPTOR.ignore_label,
             )
             formats.write_depth_png(base / f"{stem}depth.png", video.depth[t])
+    if "custom" in layouts:
+        _write_custom_video(root, split, v, video)
     return gt_frames
 
 
@@ -110,7 +195,7 @@ def write_dataset(
     split_videos: Mapping[str, int],
     config: SyntheticConfig = DEFAULT_CONFIG,
     seed: int = 0,
-    layouts: Sequence[str] = LAYOUT_NAMES,
+    layouts: Sequence[str] = DEFAULT_LAYOUTS,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
@@ -136,6 +221,9 @@ def write_dataset(
     unknown = sorted(set(layouts) - set(LAYOUT_NAMES))
     if unknown or not layouts:
         raise ValueError(f"layouts must be a non-empty subset of {LAYOUT_NAMES}, got {layouts}")
+    if "custom" in layouts and "cityscapes_vps" in layouts:
+        raise ValueError("the custom and cityscapes_vps layouts both use <out>/<split>/ folders; "
+                         "write them to different --out directories")
     bad = {s: n for s, n in split_videos.items() if n < 1 or not re.fullmatch(r"\w+", s)}
     if bad or not split_videos:
         raise ValueError(f"split_videos needs word-like split names and >= 1 video, got {bad}")
@@ -159,6 +247,10 @@ def write_dataset(
             if "cityscapes_vps" in layouts:
                 writers.write_vps_ground_truth(tmp, split, gt_frames, descriptor=DESCRIPTOR)
         bar.close()
+        if "custom" in layouts:
+            spec = custom_spec()  # One field a line: it is the example users copy.
+            text = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in spec.items())
+            formats.atomic_write_bytes(tmp / "dataset.json", f"{{\n{text}\n}}\n".encode())
         num_annotated = len(config.annotated_frames)
         metadata = {
             "config": dataclasses.asdict(config),
