@@ -196,9 +196,9 @@ class VideoPredictor:
           ValueError: the checkpoint does not match the config (the mismatched parameters are
             named), or no checkpoint was given with a config.
         """
-        from vipdl import checkpointing
-
         if isinstance(workdir_or_config, (str, os.PathLike)):
+            from vipdl import checkpointing
+
             workdir = Path(workdir_or_config)
             config = checkpointing.load_config(workdir)
             checkpoint = workdir if checkpoint is None else checkpoint
@@ -206,8 +206,7 @@ class VideoPredictor:
             config = workdir_or_config
             if checkpoint is None:
                 raise ValueError("from_checkpoint: a config needs an explicit checkpoint path")
-        model = from_config.create_model(config, rngs=nnx.Rngs(0))
-        checkpointing.restore_model_weights(model, checkpoint, which=which)
+        model = from_config.restored_model(config, checkpoint, which=which)
         return cls.from_config(config, model, **overrides)
 
     @classmethod

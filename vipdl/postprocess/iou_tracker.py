@@ -104,9 +104,14 @@ class IoUTracker:
 
     def update_wide(self, panoptic: np.ndarray) -> np.ndarray:
         """`update` with wide ids: int64 [height, width] `class << 32 | track`."""
+        index, segments = self.update_segments(panoptic)
+        return segments[index]
+
+    def update_segments(self, panoptic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`update_wide` as a segment table: (index int32 [h, w], wide ids int64 [k])."""
         index, out, commit = self._step(panoptic)
         commit()
-        return out[index]
+        return index, out
 
     def _step(self, panoptic: np.ndarray):
         panoptic = np.asarray(panoptic)

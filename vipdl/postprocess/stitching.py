@@ -116,6 +116,7 @@ class VideoStitcher:
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
         self._shape: tuple[int, ...] | None = None
         self._first: np.ndarray | None = None  # wide map of frame 0
+        self._first_table: tuple[np.ndarray, np.ndarray] | None = None
         self._next_id = 1  # clean mode: next fresh track id
         self._max_id = 0  # reference mode: the notebook's max_instance_id
         self._frame = -1  # index of the last output frame
@@ -167,10 +168,11 @@ class VideoStitcher:
             raise ValueError("first() starts a video; call reset() before reusing the stitcher")
         (pv, pi, pa), = self._check_maps(panoptic_0=panoptic_0)
         if self.mode == "reference":
-            first = labels.to_wide(pv, self.label_divisor)[pi]
-            self._first, self._frame, self._shape = first, 0, pi.shape
-            return first
+            self._first_table = (pi, labels.to_wide(pv, self.label_divisor))
+            self._first, self._frame, self._shape = self._first_table[1][pi], 0, pi.shape
+            return self._first
         out_labels, next_id, seen = self._start_clean(pv, pi, pa)
+        self._first_table = (pi, out_labels)
         self._first = out_labels[pi]
         self._prev, self._next_id, self._seen, self._frame = (pi, out_labels), next_id, seen, 0
         self._shape = pi.shape
@@ -210,9 +212,25 @@ class VideoStitcher:
         next_panoptic_t1: np.ndarray,
     ) -> np.ndarray:
         """`update` with wide ids: int64 [h, w] `class << 32 | track`, no limit on tracks."""
+        index, segments = self.update_segments(panoptic_t, concat_next_t1, next_panoptic_t1)
+        return segments[index]
+
+    def update_segments(
+        self,
+        panoptic_t: np.ndarray,
+        concat_next_t1: np.ndarray,
+        next_panoptic_t1: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`update_wide` as a segment table: (index int32 [h, w], wide ids int64 [k]) with
+        `ids[index]` the tracked map (no per-pixel relabelling pass)."""
         index, out_labels, commit = self._step(panoptic_t, concat_next_t1, next_panoptic_t1)
         commit()
-        return out_labels[index]
+        return index, out_labels
+
+    def first_segments(self, panoptic_0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`first_wide` as a segment table (index int32 [h, w], wide ids int64 [k])."""
+        self.first_wide(panoptic_0)
+        return self._first_table
 
     # --- state ----------------------------------------------------------------------------
 
