@@ -233,6 +233,7 @@ def video_stats_from_arrays(
     label_divisor: int,
     ignore_label: int,
     window_sizes: Sequence[int] = (1, 2, 3, 4),
+    pred_label_divisor: int | None = None,
 ) -> dict[int, pq.PQStats]:
     """VPQ statistics of one video given as in-memory panoptic maps.
 
@@ -242,6 +243,8 @@ def video_stats_from_arrays(
         instance 0 in the ground truth. A (class, instance) pair is one tube across frames.
       num_classes, thing_ids, label_divisor, ignore_label: the label convention.
       window_sizes: window lengths in frames.
+      pred_label_divisor: the predictions' divisor when it differs from the ground truth's,
+        e.g. 2^32 for tracked predictions as `class << 32 | track` (any number of tracks).
 
     Returns:
       window size -> PQStats summed over the windows of this video.
@@ -249,10 +252,11 @@ def video_stats_from_arrays(
     if len(gt) != len(pred):
         raise ValueError(f"{len(gt)} ground-truth frames but {len(pred)} predicted frames")
     things = set(int(t) for t in thing_ids)
+    pred_divisor = label_divisor if pred_label_divisor is None else int(pred_label_divisor)
     frames, gt_cat, gt_flag, pred_cat = [], {0: -1}, {0: pq.VOID}, {}
     for i, (g, p) in enumerate(zip(gt, pred)):
         gk = panoptic_to_keys(g, label_divisor=label_divisor, ignore_label=ignore_label)
-        pk = panoptic_to_keys(p, label_divisor=label_divisor, ignore_label=ignore_label)
+        pk = panoptic_to_keys(p, label_divisor=pred_divisor, ignore_label=ignore_label)
         if gk.shape != pk.shape:
             raise ValueError(f"frame {i}: gt shape {gk.shape} != prediction shape {pk.shape}")
         pairs = pq.pair_counts(gk, pk)
@@ -262,7 +266,7 @@ def video_stats_from_arrays(
             gt_cat[key] = cat
             gt_flag[key] = pq.CROWD if (cat in things and inst == 0) else pq.NORMAL
         for key in np.unique(pairs.pred[pairs.pred > 0]).tolist():
-            cat = (key - 1) // label_divisor
+            cat = (key - 1) // pred_divisor
             _check_class(cat, num_classes, f"prediction frame {i}")
             pred_cat[key] = cat
         frames.append(pairs)
@@ -284,10 +288,12 @@ def evaluate_arrays(
     ignore_label: int,
     window_sizes: Sequence[int] = (1, 2, 3, 4),
     annotation_stride: int = 1,
+    pred_label_divisor: int | None = None,
 ) -> VpqResult:
     """VPQ over videos given as (gt frames, predicted frames) in memory.
 
     PQ of single images is `window_sizes=(1,)` (each image may be its own one-frame video).
+    `pred_label_divisor`: see `video_stats_from_arrays`.
     """
     sizes = check_window_sizes(window_sizes)
     per_video, count = [], 0
@@ -301,6 +307,7 @@ def evaluate_arrays(
                 label_divisor=label_divisor,
                 ignore_label=ignore_label,
                 window_sizes=sizes,
+                pred_label_divisor=pred_label_divisor,
             )
         )
         count += 1
