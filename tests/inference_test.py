@@ -369,7 +369,7 @@ def test_run_prediction_writes_all_layouts(oracle, clip, tmp_path):
     )
     predictor = _predictor(oracle)
     summary = predict_video.run_prediction(predictor, folder, outputs, progress=False)
-    assert summary["frames"] == len(clip) and summary["tracks"] == 3
+    assert summary["frames"] == len(clip) and summary["tracks"] == 3 and summary["complete"]
     want = [p.panoptic for p in predictor.predict(frames)]
 
     pred_json = json.loads((out / "vps" / "pred.json").read_text())
@@ -377,8 +377,8 @@ def test_run_prediction_writes_all_layouts(oracle, clip, tmp_path):
     for t, panoptic in enumerate(want):
         step = np.asarray(Image.open(out / "step" / "clip" / f"{t:06d}.png"))
         np.testing.assert_array_equal(step_rgb_to_panoptic(step, D), panoptic)
-        vps = rgb_to_id(np.asarray(Image.open(out / "vps" / "pan_pred" / f"clip_{t:06d}.png")))
-        np.testing.assert_array_equal(vps, panoptic + 1)  # Segment id = label + 1, void = 0.
+        np.testing.assert_array_equal(read_vps_prediction(out / "vps", f"clip_{t:06d}"),
+                                      panoptic)
         depth = np.asarray(Image.open(out / "depth" / f"{t:06d}.png"))
         np.testing.assert_allclose(depth / 256.0, 1.0 + frames[t][..., 2] / 10.0, atol=1 / 256)
     tracks = json.loads((out / "masks" / "tracks.json").read_text())
@@ -386,7 +386,9 @@ def test_run_prediction_writes_all_layouts(oracle, clip, tmp_path):
     assert (car["first_frame"], car["last_frame"], car["num_frames"]) == (0, 5, 6)
     folder_name = next(k for k, v in tracks.items() if v is car)
     mask = np.asarray(Image.open(out / "masks" / folder_name / "000002.png"))
-    np.testing.assert_array_equal(mask == 255, want[2] == car["panoptic_id"])
+    np.testing.assert_array_equal(mask == 255, want[2] == CAR * D + car["track_id"])
+    assert not (out / predict_video.RESUME_DIR).exists()
+    assert json.loads((out / predict_video.PROGRESS_FILE).read_text())["complete"]
     overlays = list(video_io.read_frames(out / "overlay.gif"))
     assert len(overlays) == len(clip)
     sheet = np.asarray(Image.open(out / "overlay_frames.png"))
@@ -398,22 +400,123 @@ def test_run_prediction_writes_all_layouts(oracle, clip, tmp_path):
     assert json.loads((out / "summary.json").read_text())["frames"] == len(clip)
 
 
-def test_run_prediction_refuses_existing_output_and_keeps_it_on_failure(oracle, clip, tmp_path):
-    folder = _write_folder(tmp_path / "frames", paint(clip[:3]))
+def read_vps_prediction(vps_dir, image_id: str) -> np.ndarray:
+    """A VPS prediction PNG read back through pred.json as `class * D + track` (void: 32 * D)."""
+    annotations = json.loads((vps_dir / "pred.json").read_text())["annotations"]
+    info = next(a for a in annotations if a["image_id"] == image_id)["segments_info"]
+    table = {0: SYNTHETIC.ignore_label * D}
+    table.update({s["id"]: s["category_id"] * D + s.get("track_id", 0) for s in info})
+    ids = rgb_to_id(np.asarray(Image.open(vps_dir / "pan_pred" / f"{image_id}.png")))
+    values, index = np.unique(ids, return_inverse=True)
+    return np.array([table[v] for v in values.tolist()])[index.reshape(ids.shape)]
+
+
+def test_run_prediction_refuses_existing_output_and_stops_at_a_bad_frame(oracle, clip, tmp_path):
+    folder = _write_folder(tmp_path / "frames", paint(clip))
     out = tmp_path / "out"
-    outputs = predict_video.Outputs(out, step=True, video_id="v")
+    outputs = predict_video.Outputs(out, step=True, vps=True, video_id="v")
     predictor = _predictor(oracle)
     predict_video.run_prediction(predictor, folder, outputs, progress=False)
-    before = sorted(p.relative_to(out) for p in out.rglob("*"))
     with pytest.raises(FileExistsError, match="--overwrite"):
         predict_video.run_prediction(predictor, folder, outputs, progress=False)
-    (folder / "0003.png").write_bytes(b"corrupt")  # Fails mid-video.
-    with pytest.raises(video_io.VideoReadError, match="0003.png"):
-        predict_video.run_prediction(predictor, folder, outputs, overwrite=True, progress=False)
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "out"]  # No partial dirs.
-    (folder / "0003.png").unlink()
-    predict_video.run_prediction(predictor, folder, outputs, overwrite=True, progress=False)
+    (folder / "0003.png").write_bytes(b"corrupt")
+    messages = []
+    summary = predict_video.run_prediction(predictor, folder, outputs, overwrite=True,
+                                           progress=False, log=messages.append)
+    # Stopped at the bad frame, keeping frames 0-2 (pred.json covers them), resumable.
+    assert not summary["complete"] and summary["stopped"]["frame"] == 3
+    assert "0003.png" in summary["stopped"]["reason"] and summary["frames"] == 3
+    assert any("frame 3 is unreadable" in m for m in messages)
+    assert sorted(p.name for p in (out / "step" / "v").iterdir()) == [
+        f"{t:06d}.png" for t in range(3)]
+    assert len(json.loads((out / "vps" / "pred.json").read_text())["annotations"]) == 3
+    progress = json.loads((out / predict_video.PROGRESS_FILE).read_text())
+    assert (progress["frames_done"], progress["last_index"], progress["complete"]) == (3, 2, False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        predict_video.run_prediction(predictor, folder, outputs, progress=False)
+    # Resuming past it: the bad frame is skipped, the others are exactly the full run's.
+    summary = predict_video.run_prediction(predictor, folder, outputs, resume=True,
+                                           on_bad_frame="skip", progress=False)
+    assert summary["complete"] and summary["frames"] == len(clip) - 1
+    assert [b["frame"] for b in summary["bad_frames"]] == [3]
+    want = [p.panoptic for i, p in enumerate(predictor.predict(
+        [f for i, f in enumerate(paint(clip)) if i != 3]))]
+    names = [t for t in range(len(clip)) if t != 3]
+    for t, panoptic in zip(names, want):
+        np.testing.assert_array_equal(read_vps_prediction(out / "vps", f"v_{t:06d}"), panoptic)
+    with pytest.raises(ValueError, match="complete"):
+        predict_video.run_prediction(predictor, folder, outputs, resume=True, progress=False)
+
+
+class _Interrupting:
+    """A predictor that sends this process SIGTERM once it has yielded `after` frames."""
+
+    def __init__(self, predictor, after: int):
+        self._predictor, self._after = predictor, after
+
+    def __getattr__(self, name):
+        return getattr(self._predictor, name)
+
+    def predict(self, frames, resume=None):
+        import os
+        import signal
+
+        stream = self._predictor.predict(frames, resume=resume)
+        after = self._after
+
+        class Stream:
+            snapshot, state = stream.snapshot, stream.state
+
+            @property
+            def num_tracks(self):
+                return stream.num_tracks
+
+            def __iter__(self):
+                for pred in stream:
+                    yield pred
+                    if stream.frames == after:
+                        os.kill(os.getpid(), signal.SIGTERM)
+
+        return Stream()
+
+
+def _tree_bytes(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in ("summary.json", predict_video.PROGRESS_FILE)}
+
+
+@pytest.mark.parametrize("tracker", ["vip", "iou"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(oracle, tracker, tmp_path):
+    clip = make_random_clip(11, 9, 30, 41)
+    folder = _write_folder(tmp_path / "frames", paint(clip))
+    kwargs = {"tracker": "iou"} if tracker == "iou" else {}
+    predictor = _predictor(oracle, **kwargs)
+
+    def outputs(out):
+        return predict_video.Outputs(out, vps=True, step=True, masks=True, depth=True,
+                                     overlay=out / "overlay.gif", video_id="clip", sheet_frames=4)
+
+    whole = predict_video.run_prediction(predictor, folder, outputs(tmp_path / "whole"),
+                                         progress=False)
+    out = tmp_path / "parts"
+    with pytest.raises(predict_video.PredictionInterrupted) as stop:
+        predict_video.run_prediction(_Interrupting(predictor, 5), folder, outputs(out),
+                                     save_every=3, progress=False)
+    # The signal arrives while frame 6 is computed: that frame is finished, then the run stops.
+    assert stop.value.signal_name == "SIGTERM" and stop.value.summary["frames"] == 6
+    progress = json.loads((out / predict_video.PROGRESS_FILE).read_text())
+    assert (progress["frames_done"], progress["saved_frames"]) == (6, 6)
+    assert len(json.loads((out / "vps" / "pred.json").read_text())["annotations"]) == 6
+    resumed = predict_video.run_prediction(predictor, folder, outputs(out), resume=True,
+                                           progress=False)
+    assert resumed["frames"] == whole["frames"] == 9 and resumed["tracks"] == whole["tracks"]
+    got, want = _tree_bytes(out), _tree_bytes(tmp_path / "whole")
+    gif = "overlay.gif"
+    assert sorted(got) == sorted(want)
+    assert {k: v for k, v in got.items() if k != gif} == {k: v for k, v in want.items()
+                                                          if k != gif}
+    overlays = [list(video_io.read_frames(d / gif)) for d in (out, tmp_path / "whole")]
+    assert len(overlays[0]) == len(overlays[1]) == 9
 
 
 @pytest.fixture(scope="module")

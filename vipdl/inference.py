@@ -483,17 +483,36 @@ class PredictionStream(Iterator[FramePrediction]):
 
     def state(self) -> dict[str, np.ndarray]:
         """Tracking state after the last yielded frame (numpy arrays only)."""
+        return self.snapshot()()
+
+    def snapshot(self):
+        """A `() -> state()` of the state after the last yielded frame, O(1) to take and
+        valid after the stream moves on (build the arrays only when saving)."""
         if self._tracker is None:
             raise ValueError("state(): no frame has been predicted yet")
+        tracker, frames, frame_hw = self._tracker.snapshot(), self._frames, self._frame_hw
         p = self._predictor
-        out = {f"tracker/{k}": v for k, v in self._tracker.state_dict().items()}
-        out.update({
-            "frames": np.int64(self._frames),
-            "tracker": np.array(p.tracker),
-            "stitching_mode": np.array(p.stitching_mode),
-            "frame_hw": np.array(self._frame_hw, np.int64),
-        })
-        return out
+
+        def build() -> dict[str, np.ndarray]:
+            out = {f"tracker/{k}": v for k, v in tracker().items()}
+            out.update({
+                "frames": np.int64(frames),
+                "tracker": np.array(p.tracker),
+                "stitching_mode": np.array(p.stitching_mode),
+                "frame_hw": np.array(frame_hw, np.int64),
+            })
+            return out
+
+        return build
+
+    @property
+    def num_tracks(self) -> int:
+        """Track ids handed out so far in this video (0 before the first frame)."""
+        if self._tracker is None:
+            return 0
+        if isinstance(self._tracker, stitching.VideoStitcher) and self._tracker.mode == "reference":
+            return self._tracker.max_track_id
+        return self._tracker.num_tracks
 
     @staticmethod
     def tracker_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

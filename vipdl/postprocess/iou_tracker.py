@@ -183,14 +183,23 @@ class IoUTracker:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The tracker's state after the last frame, as numpy arrays (for `np.savez`)."""
+        return self.snapshot()()
+
+    def snapshot(self):
+        """A `() -> state_dict()` of the current state, O(1) now (see
+        `VideoStitcher.snapshot`)."""
+        captured = (self._tracks, self._next_id, self._shape)
+        return lambda: self._state_of(*captured)
+
+    def _state_of(self, tracks, next_id, shape) -> dict[str, np.ndarray]:
         rows = [(cls, tid, mask, inactive) for cls in self.thing_ids
-                for tid, (mask, inactive) in sorted(self._tracks[cls].items())]
+                for tid, (mask, inactive) in sorted(tracks[cls].items())]
         return {
             "version": np.int64(_STATE_VERSION),
             "label_divisor": np.int64(self.label_divisor),
             "thing_ids": np.array(self.thing_ids, np.int64),
-            "next_id": np.int64(self._next_id),
-            "shape": np.array(self._shape if self._shape is not None else (-1, -1), np.int64),
+            "next_id": np.int64(next_id),
+            "shape": np.array(shape if shape is not None else (-1, -1), np.int64),
             "track_class": np.array([r[0] for r in rows], np.int64),
             "track_id": np.array([r[1] for r in rows], np.int64),
             "track_inactive": np.array([r[3] for r in rows], np.int64),

@@ -146,6 +146,11 @@ class VideoStitcher:
         """Track ids handed out so far (clean mode)."""
         return self._next_id - 1
 
+    @property
+    def max_track_id(self) -> int:
+        """Largest track id handed out so far (reference mode's `max_instance_id`)."""
+        return self._max_id if self.mode == "reference" else self._next_id - 1
+
     # --- public steps -----------------------------------------------------------------------
 
     def first(self, panoptic_0: np.ndarray) -> np.ndarray:
@@ -236,22 +241,33 @@ class VideoStitcher:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The stitcher's state after the last frame, as numpy arrays (for `np.savez`)."""
-        seen = sorted(self._seen.items())
+        return self.snapshot()()
+
+    def snapshot(self):
+        """A `() -> state_dict()` of the current state that stays valid while the stitcher moves
+        on: O(1) now (updates replace the state's arrays and dicts, never modify them); the
+        arrays are built when it is called."""
+        captured = (self._prev, self._shape, self._next_id, self._max_id, self._frame,
+                    self._seen)
+        return lambda: self._state_of(*captured)
+
+    def _state_of(self, prev, shape, next_id, max_id, frame, seen_dict) -> dict[str, np.ndarray]:
+        seen = sorted(seen_dict.items())
         pixels = [p for _, (_, p) in seen]
-        prev_index, prev_labels = self._prev if self._prev is not None else (
+        prev_index, prev_labels = prev if prev is not None else (
             np.zeros((0, 0), np.int32), np.zeros(0, np.int64))
         return {
             "version": np.int64(_STATE_VERSION),
             "mode": np.array(self.mode),
             "label_divisor": np.int64(self.label_divisor),
             "memory_frames": np.int64(self.memory_frames),
-            "frame": np.int64(self._frame),
-            "next_id": np.int64(self._next_id),
-            "max_id": np.int64(self._max_id),
-            "shape": np.array(self._shape if self._shape is not None else (-1, -1), np.int64),
+            "frame": np.int64(frame),
+            "next_id": np.int64(next_id),
+            "max_id": np.int64(max_id),
+            "shape": np.array(shape if shape is not None else (-1, -1), np.int64),
             "prev_index": prev_index,
             "prev_labels": prev_labels,
-            "has_prev": np.bool_(self._prev is not None),
+            "has_prev": np.bool_(prev is not None),
             "seen_labels": np.array([k for k, _ in seen], np.int64),
             "seen_last": np.array([v[0] for _, v in seen], np.int64),
             "seen_sizes": np.array([len(p) for p in pixels], np.int64),
