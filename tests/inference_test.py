@@ -564,7 +564,7 @@ def test_cli_predict_video_on_image_folder(tiny_run, tmp_path, capsys):
     assert predict_video.main(argv) == 1  # Existing results are refused...
     assert "--overwrite" in capsys.readouterr().err
     assert predict_video.main(argv + ["--overwrite", "--step", "--tracker", "iou"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["step", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["progress.json", "step", "summary.json"]
     assert predict_video.main(argv + ["--overwrite", "--sheet", "-1"]) == 1
     assert "--sheet must be >= 0" in capsys.readouterr().err
     assert (out / "step").is_dir()  # The refused run kept the previous results.
