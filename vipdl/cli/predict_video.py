@@ -394,7 +394,8 @@ def _load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *,
                    overwrite: bool = False, resume: bool = False, on_bad_frame: str = "stop",
                    save_every: int = 100, progress: bool = True,
-                   resume_command: str | None = None, log=None) -> dict[str, Any]:
+                   resume_command: str | None = None, log=None,
+                   on_frame=None) -> dict[str, Any]:
     """Runs `predictor` on a video file / image folder and writes the chosen outputs frame by
     frame, resumably.
 
@@ -409,6 +410,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
       progress: show a progress bar (tqdm, with frames per second).
       resume_command: the command that continues this run, for messages.
       log: called with each message line (default: print to stderr).
+      on_frame: called with the number of finished frames after each frame.
 
     Returns:
       A summary: frames, seconds, frames per second, number of tracks, bad frames, written
@@ -630,6 +632,8 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
                 snapshot = (stream.snapshot(), cli_state())
                 bar.update(1)
                 write_manifest()
+                if on_frame is not None:
+                    on_frame(done)
                 if done % save_every == 0:
                     save()
                 if signals.received is not None:
