@@ -265,6 +265,14 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 def read_rgb_ids(path: str | os.PathLike) -> np.ndarray:
     """Segment ids of an RGB PNG as int32 [height, width]."""
+    path = os.fspath(path)
+    with _decode(path, path) as image:
+        if image.mode == "RGB":
+            # Pillow keeps RGB pixels as 4 bytes (R, G, B, pad): read them as one little-endian
+            # word each and drop the pad byte, instead of widening three channels.
+            width, height = image.size
+            words = np.frombuffer(image.tobytes("raw", "RGBX"), "<u4").reshape(height, width)
+            return (words & np.uint32(0xFFFFFF)).view(np.int32)
     return rgb_to_id(read_rgb_png(path, "an 8-bit RGB PNG of segment ids"))
 
 
