@@ -15,7 +15,7 @@ Measured on command lines, each in a fresh process, as a user runs them:
 unpacked with `git archive`) and adds its rows, so before / after are measured in one run.
 The model is a training workdir of `configs/synthetic.py` (`--workdir`; the demo's).
 
-  .venv/bin/python scripts/benchmarks/startup.py --workdir demo_out/workdir \
+  .venv/bin/python scripts/benchmarks/startup.py [--workdir demo_out/workdir] [--quick] \
       [--baseline-src /tmp/vipdl_base]
 """
 
@@ -105,13 +105,20 @@ def segments_per_frame(out: Path) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="configs/synthetic.py training run")
+    parser.add_argument("--workdir", default=str(ROOT / "demo_out" / "workdir"),
+                        help="a configs/synthetic.py training run (default: the demo's)")
+    parser.add_argument("--quick", action="store_true", help="a 30-frame clip")
     parser.add_argument("--baseline-src", help="another source tree to measure the same way")
     parser.add_argument("--frames", type=int, default=120, help="frames of the start-up clip")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
                                                            "vipdl_startup_bench"))
     args = parser.parse_args(argv)
+    if args.quick:
+        args.frames = 30
     workdir = Path(args.workdir).resolve()
+    if not (workdir / "config.json").is_file():
+        parser.error(f"{workdir} is not a training workdir; run `bash scripts/demo.sh` or pass "
+                     "--workdir")
     data = Path(args.data_dir)
     trees = [("after", ROOT)]
     if args.baseline_src:
