@@ -256,3 +256,25 @@ def test_image_folder_bad_frames(tmp_path):
         list(video_io.read_frames(tmp_path))
     with pytest.raises(ValueError, match="on_bad_frame"):
         video_io.FrameReader(tmp_path, on_bad_frame="ignore")
+
+
+def test_rotation_metadata_and_variable_frame_rate(tmp_path):
+    """A phone video's rotation is applied, and a variable frame rate (a timestamp gap without
+    decoder errors) is neither resampled nor reported as missing frames."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    base = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y"]
+    source = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "12"]
+    plain, rotated, vfr = tmp_path / "plain.mp4", tmp_path / "rot.mp4", tmp_path / "vfr.mp4"
+    with video_io._quiet_fork():
+        subprocess.run([*base, *source, "-pix_fmt", "yuv420p", str(plain)], check=True)
+        subprocess.run([*base, "-display_rotation", "90", "-i", str(plain), "-c", "copy",
+                        str(rotated)], check=True)
+        subprocess.run([*base, *source, "-vf", "setpts='if(lt(N,6),N,N*2)/10/TB'",
+                        "-fps_mode", "vfr", str(vfr)], check=True)
+    assert [f.shape for f in video_io.read_frames(rotated)][:1] == [(64, 48, 3)]
+    reader = video_io.FrameReader(vfr)
+    assert len(list(reader)) == 12 and not reader.bad_frames

@@ -10,8 +10,9 @@ input frame (variable frame rates are not resampled; rotation metadata is applie
 Bad frames (docs/inference.md#bad-frames): `FrameReader` reports, by input frame index, frames
 the decoder reports as damaged (decoded with errors: ffmpeg runs its decoder single-threaded
 with per-frame timestamps in its log, so each error is tied to the frame the decoder returned
-next), frames missing from the decoded stream (a timestamp gap of whole frame durations), and
-images that cannot be read or have another size; `on_bad_frame` says what happens to them.
+next), frames missing from the decoded stream (a timestamp gap of whole frame durations right
+after decoder errors), and images that cannot be read or have another size; `on_bad_frame` says
+what happens to them.
 
 Geometry (spec §1.7 and §5, evaluation): the model runs at a fixed size `padded_hw`. A frame that
 fits is padded bottom/right with 127.5 (which the model normalises to exactly 0); a larger frame
@@ -309,6 +310,12 @@ class FrameReader:
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         items = self._video() if self.kind == "video" else self._images()
+        try:
+            yield from self._apply_policy(items)
+        finally:
+            items.close()  # Stops ffmpeg now, not when the generator is collected.
+
+    def _apply_policy(self, items) -> Iterator[tuple[int, np.ndarray]]:
         previous = None
         count = 0
         for index, frame, bad in items:
@@ -429,7 +436,8 @@ class _FfmpegDecoder:
     come, in the same thread, before the frame they belong to, so they are attributed to the
     next decoded frame. Iterating yields `(frame, errors, missing)`: the frame, the decoder's
     error lines for it, and how many frames are missing just before it (a gap in the
-    timestamps of whole frame durations).
+    timestamps of whole frame durations after decoder errors; a gap alone is a variable frame
+    rate).
     """
 
     def __init__(self, path: Path):
@@ -524,7 +532,9 @@ class _FfmpegDecoder:
                 pts, duration, errors = (self._records.popleft() if self._records
                                          else (None, None, []))
             missing = 0
-            if previous is not None and None not in (pts, *previous) and previous[1] > 0:
+            # A timestamp gap alone is a variable frame rate; with decoder errors before the
+            # frame it is frames the decoder could not decode.
+            if errors and previous is not None and None not in (pts, *previous) and previous[1]:
                 gap = (pts - previous[0]) / previous[1]
                 if gap >= 1.5:
                     missing = int(round(gap)) - 1
@@ -542,7 +552,8 @@ class _FfmpegDecoder:
         self._process.wait()
         self._thread.join(timeout=10)  # stderr ends with the process.
         self._process.stdout.close()
-        self._process.stderr.close()
+        if not self._thread.is_alive():  # Never close a stream another thread is reading.
+            self._process.stderr.close()
 
 
 def _number(text: str) -> int | None:
