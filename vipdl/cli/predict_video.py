@@ -384,7 +384,7 @@ def _save_state(path: Path, tracking: dict[str, np.ndarray], cli: dict[str, Any]
 def _load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no saved state to resume from (the run stopped before "
-                                "its first frame); start it again without --resume")
+                                "its first frame); start it again with --overwrite")
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     cli = json.loads(str(arrays.pop("cli/state")))
@@ -518,7 +518,8 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
     start = time.perf_counter()
     snapshot = None  # (tracking snapshot, cli state) of the last finished frame
     vps_snapshot = None
-    status: dict[str, Any] = {"complete": False, "stopped": None, "error": None}
+    status: dict[str, Any] = {"complete": False, "stopped": None, "error": None,
+                              "saved_frames": done if saved else None}
 
     def seconds() -> float:
         return round(elapsed_before + time.perf_counter() - start, 3)
@@ -550,17 +551,16 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
                 "vps": vps_snapshot}
 
     def write_manifest(saved_frames: int | None = None) -> None:
+        if saved_frames is not None:
+            status["saved_frames"] = saved_frames
         manifest = {
             "version": _MANIFEST_VERSION, "complete": status["complete"],
             "frames_done": done, "last_index": last_index,
-            "frames_estimated": info.num_frames, "saved_frames": saved_frames,
+            "frames_estimated": info.num_frames, "saved_frames": status["saved_frames"],
             "stopped": status["stopped"], "error": status["error"],
             "bad_frames": bad_frames, "num_bad_frames": num_bad, "seconds": seconds(),
             "resume_command": resume_command, "settings": settings,
         }
-        if saved_frames is None and (out_dir / PROGRESS_FILE).is_file():
-            manifest["saved_frames"] = json.loads(
-                (out_dir / PROGRESS_FILE).read_text()).get("saved_frames")
         formats.atomic_write_json(out_dir / PROGRESS_FILE, manifest)
 
     def save() -> None:
