@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "scripts" / "benchmarks"
 # Order of the sections on the page: the pipeline's own order.
-ORDER = ("eval", "data", "model", "train", "postprocess", "inference", "export", "learning",
-         "finetune")
+ORDER = ("eval", "data", "model", "train", "postprocess", "inference", "startup", "soak",
+         "export", "learning", "finetune")
 
 
 def _available() -> list[str]:

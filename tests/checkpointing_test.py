@@ -107,6 +107,50 @@ def test_restore_model_weights_latest_and_best(saved_run):
     _assert_trees_equal(_state(model), states[3][0])
 
 
+def _all_state(obj):
+    """Every variable, PRNG keys as their key data (comparable with numpy)."""
+    return jax.device_get(checkpointing._to_saveable(nnx.to_pure_dict(nnx.state(obj))))
+
+
+def test_restore_into_abstract_model_equals_the_checkpoint_bit_for_bit(saved_run):
+    directory, states, _ = saved_run
+    saved_model, _ = _trained()  # What was saved, apart from the per-step head bias.
+    abstract = nnx.eval_shape(lambda: _Toy(rngs=nnx.Rngs(11)))
+    checkpointing.restore_model_weights(abstract, directory, which="best")
+    leaves = jax.tree.leaves(nnx.state(abstract))
+    assert all(isinstance(x, jax.Array) for x in leaves)  # Nothing left abstract.
+    _assert_trees_equal(_state(abstract), states[1][0])
+    # Not only the weights: the dropout PRNG state is the saved model's too.
+    np.testing.assert_array_equal(_all_state(abstract)["drop"]["rngs"]["key"],
+                                  _all_state(saved_model)["drop"]["rngs"]["key"])
+    assert jnp.issubdtype(abstract.drop.rngs.key[...].dtype, jax.dtypes.prng_key)
+    # The same as restoring into a randomly initialised model.
+    concrete = _Toy(rngs=nnx.Rngs(11))
+    checkpointing.restore_model_weights(concrete, directory, which="best")
+    _assert_trees_equal(_all_state(abstract), _all_state(concrete))
+
+
+def test_restore_checkpoint_into_abstract_objects(saved_run):
+    directory, states, next_batches = saved_run
+    model, opt = nnx.eval_shape(lambda: _trained(seed=5))
+    it = _iterator()
+    mngr = checkpointing.create_manager(directory, keep=2)
+    checkpointing.restore_checkpoint(mngr, 3, model, opt, it)
+    mngr.close()
+    _assert_trees_equal(_state(model), states[3][0])
+    _assert_trees_equal(jax.device_get(nnx.to_pure_dict(nnx.state(opt))), states[3][1])
+    np.testing.assert_array_equal(next(it), next_batches[3])
+
+
+def test_materialize_fills_what_a_restore_left_abstract():
+    abstract = nnx.eval_shape(lambda: _Toy(rngs=nnx.Rngs(0)))
+    checkpointing.materialize(abstract, seed=3)
+    assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(nnx.state(abstract)))
+    np.testing.assert_array_equal(jax.random.key_data(abstract.drop.rngs.key[...]),
+                                  jax.random.key_data(jax.random.key(3)))
+    assert int(abstract.drop.rngs.count[...]) == 0
+
+
 def test_restore_model_weights_names_mismatches(saved_run):
     directory, _, _ = saved_run
     model = _Toy(6, rngs=nnx.Rngs(0), extra=True)

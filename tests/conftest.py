@@ -8,6 +8,8 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The CLIs' persistent compilation cache stays off in tests (nothing written to the home dir).
+os.environ.setdefault("VIPDL_COMPILATION_CACHE", "0")
 
 import jax  # noqa: E402
 

@@ -45,3 +45,25 @@ def test_quiet_library_logs_installs_once_and_respects_verbose(monkeypatch):
     assert len(logger.filters) == 1
     tfds = "/site-packages/tensorflow_datasets/core/dataset_builder.py"
     assert not logger.filters[0](_record(tfds, logging.INFO, "Constructing tf.data.Dataset"))
+
+
+def test_compilation_cache_location_is_documented_overridable_and_can_be_off(tmp_path,
+                                                                            monkeypatch):
+    import jax
+
+    monkeypatch.delenv(console.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert console.compilation_cache_dir() == tmp_path / "xdg" / "vipdl" / "jax"
+    monkeypatch.setenv(console.CACHE_ENV, str(tmp_path / "mine"))
+    assert console.compilation_cache_dir() == tmp_path / "mine"
+    for off in ("0", "off", ""):
+        monkeypatch.setenv(console.CACHE_ENV, off)
+        assert console.compilation_cache_dir() is None
+        assert console.enable_compilation_cache() is None
+    previous = jax.config.jax_compilation_cache_dir
+    try:
+        assert console.enable_compilation_cache(tmp_path / "c") == tmp_path / "c"
+        assert (tmp_path / "c").is_dir()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)

@@ -171,3 +171,110 @@ def test_numpy_geometry_matches_model_resize():
     g = video_io.compute_geometry((30, 41), None)
     labels = rng.integers(0, 50, g.padded_hw).astype(np.int32)
     np.testing.assert_array_equal(video_io.labels_to_frame_np(labels, g), labels[:30, :41])
+
+
+# --- bad frames ----------------------------------------------------------------------------
+
+
+def corrupt_avi_frame(path, k: int) -> None:
+    """Flips bytes in the middle of the k-th video chunk of an AVI (one damaged frame)."""
+    data = bytearray(path.read_bytes())
+    pos, n = data.index(b"movi") + 4, 0
+    while pos < len(data):
+        tag, size = bytes(data[pos : pos + 4]), int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if tag.endswith(b"dc"):
+            if n == k:
+                middle = pos + 8 + size // 2
+                data[middle : middle + 24] = bytes(b ^ 0x5A for b in data[middle : middle + 24])
+                break
+            n += 1
+        pos += 8 + size + (size & 1)
+    path.write_bytes(bytes(data))
+
+
+def write_avi(path, frames, codec: str = "mjpeg") -> None:
+    import imageio_ffmpeg
+
+    height, width = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=10, codec=codec,
+                                         macro_block_size=1, output_params=["-q:v", "3"],
+                                         ffmpeg_log_level="error")
+    with video_io._quiet_fork():
+        writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame).tobytes())
+    writer.close()
+
+
+@pytest.mark.parametrize("codec", ["mjpeg", "mpeg4"])
+def test_damaged_video_frame_is_reported_by_index(tmp_path, codec):
+    frames = [np.random.default_rng(t).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+              for t in range(12)]
+    path = tmp_path / "damaged.avi"
+    write_avi(path, frames, codec)
+    corrupt_avi_frame(path, 7)
+    got = {}
+    for policy in video_io.BAD_FRAME_POLICIES:
+        reader = video_io.FrameReader(path, on_bad_frame=policy)
+        got[policy] = list(reader)
+        assert [(b.index, b.damaged) for b in reader.bad_frames] == [(7, True)], policy
+        assert "decoder" in reader.bad_frames[0].reason
+        assert (reader.stopped is not None) == (policy == "stop")
+    assert [i for i, _ in got["stop"]] == list(range(7))
+    assert [i for i, _ in got["skip"]] == [*range(7), *range(8, 12)]
+    assert [i for i, _ in got["repeat"]] == list(range(12))
+    np.testing.assert_array_equal(got["repeat"][7][1], got["repeat"][6][1])
+    assert [i for i, _ in got["keep"]] == list(range(12))
+    # The damaged frame was decoded (concealed); the others equal the stop/skip ones.
+    np.testing.assert_array_equal(got["keep"][8][1], got["skip"][7][1])
+    assert len(list(video_io.read_frames(path))) == 12  # The library default keeps them.
+    starting = [i for i, _ in video_io.FrameReader(path, on_bad_frame="skip", start=5)]
+    assert starting == [5, 6, 8, 9, 10, 11]
+
+
+def test_image_folder_bad_frames(tmp_path):
+    frames = _frames(6, 10, 12)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"{i}.png")
+    (tmp_path / "2.png").write_bytes(b"not a png")
+    Image.fromarray(_frames(1, 11, 12)[0]).save(tmp_path / "4.png")
+    reports = []
+    reader = video_io.FrameReader(tmp_path, on_bad_frame="repeat", on_report=reports.append)
+    out = list(reader)
+    assert [i for i, _ in out] == list(range(6))
+    assert [(b.index, b.damaged) for b in reports] == [(2, False), (4, False)]
+    assert "2.png" in reports[0].reason and "differs" in reports[1].reason
+    np.testing.assert_array_equal(out[2][1], frames[1])
+    np.testing.assert_array_equal(out[4][1], frames[3])
+    # Resuming at a repeated frame yields the same picture for it.
+    resumed = list(video_io.FrameReader(tmp_path, on_bad_frame="repeat", start=4))
+    assert [i for i, _ in resumed] == [4, 5]
+    np.testing.assert_array_equal(resumed[0][1], frames[3])
+    stop = video_io.FrameReader(tmp_path)
+    assert [i for i, _ in stop] == [0, 1] and stop.stopped.index == 2
+    with pytest.raises(video_io.VideoReadError, match="2.png"):
+        list(video_io.read_frames(tmp_path))
+    with pytest.raises(ValueError, match="on_bad_frame"):
+        video_io.FrameReader(tmp_path, on_bad_frame="ignore")
+
+
+def test_rotation_metadata_and_variable_frame_rate(tmp_path):
+    """A phone video's rotation is applied, and a variable frame rate (a timestamp gap without
+    decoder errors) is neither resampled nor reported as missing frames."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    base = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y"]
+    source = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "12"]
+    plain, rotated, vfr = tmp_path / "plain.mp4", tmp_path / "rot.mp4", tmp_path / "vfr.mp4"
+    with video_io._quiet_fork():
+        subprocess.run([*base, *source, "-pix_fmt", "yuv420p", str(plain)], check=True)
+        subprocess.run([*base, "-display_rotation", "90", "-i", str(plain), "-c", "copy",
+                        str(rotated)], check=True)
+        subprocess.run([*base, *source, "-vf", "setpts='if(lt(N,6),N,N*2)/10/TB'",
+                        "-fps_mode", "vfr", str(vfr)], check=True)
+    assert [f.shape for f in video_io.read_frames(rotated)][:1] == [(64, 48, 3)]
+    reader = video_io.FrameReader(vfr)
+    assert len(list(reader)) == 12 and not reader.bad_frames

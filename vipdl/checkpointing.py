@@ -134,39 +134,108 @@ def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _is_abstract(x: Any) -> bool:
+    return isinstance(x, jax.ShapeDtypeStruct)
+
+
+def _key_impl(key: Any):
+    """The PRNG implementation of a typed key array or of its abstract shape."""
+    if not _is_abstract(key):
+        return jax.random.key_impl(key)
+    found = []
+
+    def probe(k):
+        found.append(jax.random.key_impl(k))
+        return jax.random.key_data(k)
+
+    jax.eval_shape(probe, key)
+    return found[0]
+
+
+def _saveable_leaf(x: Any) -> Any:
+    """Typed PRNG keys -> uint32 key data (Orbax stores plain arrays only); abstract stays
+    abstract."""
+    if not _is_key(x):
+        return x
+    if _is_abstract(x):
+        return jax.eval_shape(jax.random.key_data, x)
+    return jax.random.key_data(x)
+
+
 def _to_saveable(tree):
-    """Typed PRNG keys -> uint32 key data (Orbax stores plain arrays only)."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    return jax.tree.map(_saveable_leaf, tree)
+
+
+def _rewrap(current: Any, restored: Any) -> Any:
+    """A restored leaf in the type of `current` (key data -> typed key)."""
+    if _is_key(current):
+        return jax.random.wrap_key_data(restored, impl=_key_impl(current))
+    return restored
 
 
 def train_state_tree(model: nnx.Module, optimizer: nnx.Optimizer) -> dict:
-    """The `state` item: pure dicts of the model and optimizer state (keys as key data)."""
+    """The `state` item: pure dicts of the model and optimizer state (keys as key data).
+
+    Works on concrete and on abstract (`nnx.eval_shape`) objects alike.
+    """
     return {
         "model": _to_saveable(nnx.to_pure_dict(nnx.state(model))),
         "optimizer": _to_saveable(nnx.to_pure_dict(nnx.state(optimizer))),
     }
 
 
-def _abstract(tree):
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        tree,
-    )
+def _default_sharding() -> jax.sharding.Sharding:
+    return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+
+def _abstract(tree, shardings=None):
+    """Restore targets: shape, dtype and sharding of each leaf.
+
+    Sharding comes from `shardings` (a tree of the same structure) when given, else from the
+    leaf; abstract leaves without one land on the default device.
+    """
+    if shardings is None:
+        shardings = jax.tree.map(lambda x: getattr(x, "sharding", None), tree)
+
+    def target(x, sharding):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or _default_sharding())
+
+    return jax.tree.map(target, tree, shardings, is_leaf=lambda x: x is None)
 
 
 def _load_into(obj, restored: dict) -> None:
-    """Writes a restored pure dict into `obj`'s state, re-wrapping PRNG key data."""
+    """Writes a restored pure dict into `obj`'s state (concrete or abstract), re-wrapping PRNG
+    key data."""
     state = nnx.state(obj)
     current = nnx.to_pure_dict(state)
-    values = jax.tree.map(
-        lambda cur, new: (
-            jax.random.wrap_key_data(new, impl=jax.random.key_impl(cur)) if _is_key(cur) else new
-        ),
-        current,
-        restored,
-    )
-    nnx.replace_by_pure_dict(state, values)
+    nnx.replace_by_pure_dict(state, jax.tree.map(_rewrap, current, restored))
     nnx.update(obj, state)
+
+
+def materialize(obj, *, seed: int = 0) -> None:
+    """Gives every still-abstract variable of `obj` a concrete value, cheaply and in place.
+
+    What a restore leaves abstract is never a weight (restores are strict about those): PRNG
+    keys become `seed`'s key, counters and anything else zeros. No initialiser runs.
+    """
+    state = nnx.state(obj)
+    pure = nnx.to_pure_dict(state)
+
+    def concrete(x):
+        if not _is_abstract(x):
+            return x
+        if _is_key(x):
+            data = jnp.zeros(jax.eval_shape(jax.random.key_data, x).shape, jnp.uint32)
+            key = jax.random.key_data(jax.random.key(seed, impl=_key_impl(x)))
+            return jax.random.wrap_key_data(data + key, impl=_key_impl(x))
+        return jnp.zeros(x.shape, x.dtype)
+
+    nnx.replace_by_pure_dict(state, jax.tree.map(concrete, pure))
+    nnx.update(obj, state)
+
+
+def _to_pure_shardings(shardings) -> dict:
+    return nnx.to_pure_dict(shardings) if isinstance(shardings, nnx.State) else shardings
 
 
 def save_checkpoint(
@@ -223,8 +292,16 @@ def restore_checkpoint(
     model: nnx.Module,
     optimizer: nnx.Optimizer,
     data_iter: Any,
+    *,
+    shardings: tuple[Any, Any] | None = None,
 ) -> None:
-    """Restores `step` into `model`, `optimizer` (in place, keeping their shardings) and `data_iter`."""
+    """Restores `step` into `model`, `optimizer` (in place) and `data_iter`.
+
+    `model` and `optimizer` may be abstract (`nnx.eval_shape`): nothing is initialised, every
+    array is read straight into its sharding. Shardings: `shardings` = (model, optimizer)
+    sharding trees (`nnx.State` or pure dicts) when given, else those of the current arrays
+    (abstract ones without a sharding go to the default device).
+    """
     step_dir = os.path.join(os.fspath(manager.directory), str(step))
     if not os.path.isdir(os.path.join(step_dir, DATA_ITER)):
         raise ValueError(
@@ -232,7 +309,11 @@ def restore_checkpoint(
             "training state to resume; train in a new workdir with "
             f"--config.init.checkpoint={os.path.dirname(os.path.dirname(step_dir))}"
         )
-    target = _abstract(train_state_tree(model, optimizer))
+    tree = train_state_tree(model, optimizer)
+    target_shardings = None
+    if shardings is not None:
+        target_shardings = _to_saveable_shardings(tree, shardings)
+    target = _abstract(tree, target_shardings)
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
@@ -246,6 +327,14 @@ def restore_checkpoint(
     )
     _load_into(model, restored[STATE]["model"])
     _load_into(optimizer, restored[STATE]["optimizer"])
+
+
+def _to_saveable_shardings(tree: dict, shardings: tuple[Any, Any]) -> dict:
+    """Sharding trees shaped like `train_state_tree` (a key's data keeps the key's sharding)."""
+    out = {}
+    for name, sh in zip(("model", "optimizer"), shardings):
+        out[name] = jax.tree.map(lambda _, s: s, tree[name], _to_pure_shardings(sh))
+    return out
 
 
 # --- weights from another run ----------------------------------------------------------------
@@ -328,7 +417,8 @@ def _checkpoint_model_shapes(step_dir: str) -> dict[Path, tuple[tuple[int, ...],
 
 def _restore_model_subset(model: nnx.Module, step_dir: str, paths: set[Path], filt) -> None:
     state = nnx.state(model, filt)
-    pure = _to_saveable(nnx.to_pure_dict(state))
+    current = nnx.to_pure_dict(state)
+    pure = _to_saveable(current)
     target = _abstract(_subset(pure, paths))
     restored = ocp.PyTreeCheckpointer().restore(
         os.path.join(step_dir, STATE),
@@ -338,13 +428,15 @@ def _restore_model_subset(model: nnx.Module, step_dir: str, paths: set[Path], fi
             partial_restore=True,
         ),
     )
-    nnx.replace_by_pure_dict(state, _merge_into(pure, restored["model"]))
+    merged = _merge_into(pure, restored["model"])
+    nnx.replace_by_pure_dict(state, jax.tree.map(_rewrap, current, merged))
     nnx.update(model, state)
 
 
 # Parameters and BatchNorm statistics; RNG streams and counters stay the model's own.
 _MAX_LISTED = 8
 _WEIGHTS = (nnx.Param, nnx.BatchStat)
+_NOT_WEIGHTS = nnx.Not(nnx.Any(*_WEIGHTS))
 
 
 def restore_model_weights(
@@ -352,8 +444,14 @@ def restore_model_weights(
 ) -> list[str]:
     """Fills `model`'s parameters and BatchNorm statistics from a checkpoint, strictly.
 
+    `model` may be abstract (`vipdl.from_config.abstract_model`, `nnx.eval_shape`): then no
+    initialiser ever runs; the weights are read into it and its PRNG state is taken from the
+    checkpoint (or materialised, see `materialize`). The restored arrays equal the saved ones
+    bit for bit.
+
     Args:
-      model: the model to fill (its arrays keep their current shardings/devices).
+      model: the model to fill (its arrays keep their current shardings/devices; abstract ones
+        go to the default device).
       path: a workdir, its `checkpoints` directory, or one step directory.
       which: the latest step or the best one by eval VPQ (when `path` is not a step dir).
 
@@ -386,6 +484,14 @@ def restore_model_weights(
             + "\n".join(shown)
         )
     _restore_model_subset(model, step_dir, set(wanted), _WEIGHTS)
+    # The model's other state (PRNG keys and counters of dropout) comes from the checkpoint
+    # when it has it with the same shape, so the model equals the saved one; else it is
+    # materialised cheaply if the model was abstract.
+    others = _flatten(_to_saveable(nnx.to_pure_dict(nnx.state(model, _NOT_WEIGHTS))))
+    same = {p for p, v in others.items() if p in found and found[p][0] == tuple(v.shape)}
+    if same:
+        _restore_model_subset(model, step_dir, same, _NOT_WEIGHTS)
+    materialize(model)
     return sorted(_join(p) for p in wanted)
 
 

@@ -1,10 +1,13 @@
 """Every on-disk encoding vipdl reads or writes, and the atomic file helpers.
 
-In memory a panoptic map is int `semantic * label_divisor + instance`. On disk:
+In memory a panoptic map is int `semantic * label_divisor + instance` (ground truth, per-frame
+predictions); tracked predictions are a segment table, class and track id per segment, with no
+limit on track ids (docs/inference.md#track-ids). On disk:
 
 * RGB segment ids (Cityscapes-VPS / COCO panoptic PNGs, and the TFDS label feature):
   id = R + 256 G + 256^2 B.
-* KITTI-STEP / MOTChallenge-STEP label PNG: R = semantic, G * 256 + B = instance.
+* KITTI-STEP / MOTChallenge-STEP label PNG: R = semantic, G * 256 + B = instance, so at most
+  255 classes and instance (track) ids up to `STEP_MAX_INSTANCE` = 65535.
 * Cityscapes-DVPS ground truth `*_gtFine_instanceTrainIds.png`: one 16-bit channel of
   class * 1000 + instance, void = class 32 (whatever the in-memory ignore label is).
 * Cityscapes-DVPS prediction PNG (what `eval_dvpq.py` reads): channel 0 = class,
@@ -34,6 +37,7 @@ DEPTH_SCALE = 256.0  # Depth PNG value = metres * 256.
 DVPS_LABEL_DIVISOR = 1000  # Cityscapes-DVPS label PNG = class * 1000 + instance.
 DVPS_VOID_CLASS = 32  # Cityscapes-DVPS void class in the label PNGs.
 MAX_RGB_ID = 1 << 24
+STEP_MAX_INSTANCE = (1 << 16) - 1  # G * 256 + B.
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
@@ -273,6 +277,14 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 def read_rgb_ids(path: str | os.PathLike) -> np.ndarray:
     """Segment ids of an RGB PNG as int32 [height, width]."""
+    path = os.fspath(path)
+    with _decode(path, path) as image:
+        if image.mode == "RGB":
+            # Pillow keeps RGB pixels as 4 bytes (R, G, B, pad): read them as one little-endian
+            # word each and drop the pad byte, instead of widening three channels.
+            width, height = image.size
+            words = np.frombuffer(image.tobytes("raw", "RGBX"), "<u4").reshape(height, width)
+            return (words & np.uint32(0xFFFFFF)).view(np.int32)
     return rgb_to_id(read_rgb_png(path, "an 8-bit RGB PNG of segment ids"))
 
 
@@ -311,6 +323,43 @@ def panoptic_to_step_rgb(panoptic: np.ndarray, label_divisor: int) -> np.ndarray
             f"semantic {semantic.max()} and max instance {instance.max()}"
         )
     return np.stack([semantic, instance // 256, instance % 256], axis=-1).astype(np.uint8)
+
+
+class FormatLimitError(ValueError):
+    """A value the on-disk format cannot hold (e.g. a track id beyond 16 bits in a STEP PNG)."""
+
+
+def step_colors(semantic: np.ndarray, instance: np.ndarray) -> np.ndarray:
+    """STEP RGB of (class, instance) pairs: uint8 `[..., 3]` (R = class, G * 256 + B = instance).
+
+    Raises:
+      FormatLimitError: a class above 255 or an instance above `STEP_MAX_INSTANCE`.
+    """
+    semantic = np.asarray(semantic, np.int64)
+    instance = np.asarray(instance, np.int64)
+    if semantic.size and (semantic.min() < 0 or semantic.max() > 255):
+        raise FormatLimitError(f"STEP PNGs hold classes 0..255, got {semantic.max()}")
+    if instance.size and (instance.min() < 0 or instance.max() > STEP_MAX_INSTANCE):
+        raise FormatLimitError(
+            f"STEP PNGs hold track ids up to {STEP_MAX_INSTANCE} (G * 256 + B), got "
+            f"{instance.max()}"
+        )
+    return np.stack([semantic, instance >> 8, instance & 255], axis=-1).astype(np.uint8)
+
+
+def write_step_segments(path: str | os.PathLike, segment_map: np.ndarray, semantic: np.ndarray,
+                        instance: np.ndarray) -> None:
+    """Writes a segment table as a STEP PNG, atomically.
+
+    Args:
+      segment_map: int `[h, w]` row of each pixel in the table.
+      semantic, instance: int `[k]` class and instance (track) id of each row.
+    """
+    try:
+        table = step_colors(semantic, instance)
+    except FormatLimitError as e:
+        raise FormatLimitError(f"{os.fspath(path)}: {e}") from None
+    atomic_write_png(path, table[np.asarray(segment_map)])
 
 
 def read_step_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -154,9 +154,27 @@ def abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
     """The model of `config.model` with shape-only arrays (no initialiser runs).
 
     For code that restores every weight anyway (inference, evaluation, conversion): fill it with
-    `nnx.update` or `checkpointing.restore_model_weights`.
+    `checkpointing.restore_model_weights` (see `restored_model`).
     """
     return nnx.eval_shape(lambda: create_model(config, rngs=nnx.Rngs(0)))
+
+
+def restored_model(config: ml_collections.ConfigDict, checkpoint, *,
+                   which: str = "latest") -> nnx.Module:
+    """The model of `config.model` holding the weights of `checkpoint`, without initialising.
+
+    Builds the shape-only model and reads the checkpoint into it (seconds, where running the
+    random initialisers op by op takes minutes on a CPU). `checkpoint`: a workdir, its
+    checkpoint directory or a step directory; `which`: "latest" or "best".
+
+    Raises:
+      ValueError: the checkpoint does not fit the model (the mismatches are named).
+    """
+    from vipdl import checkpointing
+
+    model = abstract_model(config)
+    checkpointing.restore_model_weights(model, checkpoint, which=which)
+    return model
 
 
 def postprocess_options(config: ml_collections.ConfigDict) -> PostprocessOptions:

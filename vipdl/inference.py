@@ -42,7 +42,7 @@ from flax import nnx
 
 from vipdl import export_runtime, keys, video_io
 from vipdl.data.descriptors import DatasetDescriptor, LabelConvention
-from vipdl.postprocess import iou_tracker, stitching, two_frame
+from vipdl.postprocess import iou_tracker, labels, stitching, two_frame
 from vipdl.postprocess.panoptic import PostprocessOptions, panoptic_from_predictions
 
 Tracker = Literal["vip", "iou"]
@@ -50,20 +50,48 @@ Tracker = Literal["vip", "iou"]
 
 @dataclasses.dataclass(frozen=True)
 class FramePrediction:
-    """The prediction for one frame.
+    """The prediction for one frame, as a segment table (docs/inference.md#track-ids).
 
     Attributes:
       index: 0-based frame index in the input stream.
-      panoptic: int32 `[height, width]` at the frame's size, `semantic * D + track_id` with
-        sequence-consistent track ids (instance 0 = stuff/crowd, void = `ignore_label * D`).
+      segment_map: int32 `[height, width]` at the frame's size, each pixel's row in `segments`.
+      segments: int64 `[k]` wide ids `class << 32 | track` of the frame's segments; track ids
+        are consistent over the whole video and unbounded (track 0 = stuff or crowd, void =
+        class `ignore_label`).
       depth: float32 `[height, width]` metres, or None if the model has no depth head.
       image: uint8 `[height, width, 3]`, the input frame (for overlays).
+      label_divisor: the dataset's D, for `panoptic`.
     """
 
     index: int
-    panoptic: np.ndarray
+    segment_map: np.ndarray
+    segments: np.ndarray
     depth: np.ndarray | None
     image: np.ndarray
+    label_divisor: int
+
+    @functools.cached_property
+    def semantic(self) -> np.ndarray:
+        """int32 `[height, width]` class of every pixel (void = `ignore_label`)."""
+        return (self.segments >> labels.TRACK_BITS).astype(np.int32)[self.segment_map]
+
+    @functools.cached_property
+    def track(self) -> np.ndarray:
+        """int32 `[height, width]` track id of every pixel (0 = stuff, crowd or void)."""
+        return (self.segments & labels.TRACK_MASK).astype(np.int32)[self.segment_map]
+
+    @functools.cached_property
+    def panoptic(self) -> np.ndarray:
+        """int32 `[height, width]` `class * label_divisor + track`, the training-label
+        convention.
+
+        Raises:
+          TrackIdOverflowError: a track id of this frame is >= label_divisor (long videos
+            can have more tracks than that; use `semantic` and `track`).
+        """
+        narrow = labels.wide_to_panoptic(self.segments, self.label_divisor,
+                                         what=f"frame {self.index}")
+        return narrow[self.segment_map]
 
 
 @dataclasses.dataclass
@@ -200,9 +228,11 @@ class VideoPredictor:
           ValueError: the checkpoint does not match the config (the mismatched parameters are
             named), or no checkpoint was given with a config.
         """
-        from vipdl import checkpointing, from_config
+        from vipdl import from_config
 
         if isinstance(workdir_or_config, (str, os.PathLike)):
+            from vipdl import checkpointing
+
             workdir = Path(workdir_or_config)
             config = checkpointing.load_config(workdir)
             checkpoint = workdir if checkpoint is None else checkpoint
@@ -210,8 +240,7 @@ class VideoPredictor:
             config = workdir_or_config
             if checkpoint is None:
                 raise ValueError("from_checkpoint: a config needs an explicit checkpoint path")
-        model = from_config.create_model(config, rngs=nnx.Rngs(0))
-        checkpointing.restore_model_weights(model, checkpoint, which=which)
+        model = from_config.restored_model(config, checkpoint, which=which)
         return cls.from_config(config, model, **overrides)
 
     @classmethod
@@ -266,8 +295,11 @@ class VideoPredictor:
     # Prediction.
 
     def predict(
-        self, frames: Iterable[np.ndarray] | str | os.PathLike
-    ) -> Iterator[FramePrediction]:
+        self,
+        frames: Iterable[np.ndarray] | str | os.PathLike,
+        *,
+        resume: dict[str, np.ndarray] | None = None,
+    ) -> PredictionStream:
         """Streams predictions for a video.
 
         Args:
@@ -275,22 +307,33 @@ class VideoPredictor:
             RGBA and uint16 are converted, see `video_io.to_rgb_uint8`), or a path to a video
             file, an image folder or an image. Frames are pulled lazily, one device batch
             ahead of what has been yielded.
+          resume: `PredictionStream.state()` of an interrupted run of this predictor. `frames`
+            then starts with the last frame that run yielded (it restores the model's
+            previous-frame state and is not yielded again); predictions continue with the next
+            index and the same track ids, as if the run had not stopped.
 
-        Yields:
-          One `FramePrediction` per frame, in order.
+        Returns:
+          An iterator of one `FramePrediction` per frame, in order, whose `state()` can resume
+          it.
 
         Raises:
-          ValueError: no frames, or frames of different sizes.
+          ValueError: no frames, frames of different sizes, or a `resume` state of another
+            tracker or frame size.
         """
         if isinstance(frames, (str, os.PathLike)):
             frames = video_io.read_frames(frames)
+        return PredictionStream(self, frames, resume)
+
+    def _stream(self, frames: Iterable[np.ndarray], resume, tracking) -> Iterator[FramePrediction]:
         stream = _checked_frames(frames)
         first = next(stream, None)
         if first is None:
             raise video_io.VideoReadError("predict: the input holds no frames")
         fns = self._functions(first.shape[:2])
+        if resume is not None:
+            tracking.check(resume, self, first.shape[:2])
         run = self._run_vip if self.tracker == "vip" else self._run_iou
-        yield from run(fns, first, stream)
+        yield from run(fns, first, stream, resume, tracking)
 
     def _functions(self, frame_hw: tuple[int, int]) -> _DeviceFunctions:
         if self._exported is not None:
@@ -339,8 +382,15 @@ class VideoPredictor:
             self.timings.device += time.perf_counter() - start
             yield host, pending[1]
 
-    def _run_vip(self, fns: _DeviceFunctions, first: np.ndarray,
-                 stream: Iterator[np.ndarray]) -> Iterator[FramePrediction]:
+    def _prediction(self, fns: _DeviceFunctions, index: int, table: tuple[np.ndarray, np.ndarray],
+                    depth, image) -> FramePrediction:
+        segment_map, segments = table
+        return FramePrediction(index, fns.labels_to_frame(segment_map), segments,
+                               None if depth is None else np.asarray(depth), image,
+                               self.descriptor.label_divisor)
+
+    def _run_vip(self, fns: _DeviceFunctions, first: np.ndarray, stream: Iterator[np.ndarray],
+                 resume, tracking) -> Iterator[FramePrediction]:
         kwargs = {} if self.memory_frames is None else {"memory_frames": self.memory_frames}
         stitcher = stitching.VideoStitcher(
             thing_ids=self.descriptor.thing_ids,
@@ -349,69 +399,184 @@ class VideoPredictor:
             mode=self.stitching_mode,
             **kwargs,
         )
+        index = 0
+        if resume is not None:
+            stitcher.load_state_dict(tracking.tracker_state(resume))
+            index = int(resume["frames"])
+        tracking.bind(stitcher, fns.geometry.frame_hw, index)
 
         def calls():
-            cache, first_depth = fns.prime(self._state, first[None])
+            if resume is not None:
+                # The previous frame's cache, computed by the same compiled step as in the
+                # uninterrupted run, so the resumed predictions are identical.
+                cache, first_depth = fns.prime_by_step(self._state, first, self.batch_size), None
+            else:
+                cache, first_depth = fns.prime(self._state, first[None])
             stepped = False
             for stacked, new_frames in self._batches(stream):
                 outputs, cache = fns.step(self._state, cache, stacked)
                 # The first step also emits frame 0, with the depth of the priming pass.
                 yield outputs, (new_frames, None if stepped else first_depth)
                 stepped = True
-            if not stepped:  # One-frame video: the pair (f0, f0), as the reference runs it.
+            if not stepped and resume is None:
+                # One-frame video: the pair (f0, f0), as the reference runs it.
                 stacked = np.repeat(first[None], self.batch_size, axis=0)
                 outputs, cache = fns.step(self._state, cache, stacked)
                 yield outputs, ([], first_depth)
 
-        index = 0
         for host, (new_frames, first_depth) in self._pipelined(calls()):
-            with_first = index == 0
-            for i in range(max(len(new_frames), int(with_first))):
+            if index == 0:
                 t0 = time.perf_counter()
-                stitched = stitcher.update(
+                table = stitcher.first_segments(host["panoptic"][0])
+                pred = self._prediction(
+                    fns, 0, table, None if first_depth is None else np.asarray(first_depth)[0],
+                    first)
+                self.timings.stitching += time.perf_counter() - t0
+                self.timings.frames += 1
+                index = 1
+                tracking.advance(index)
+                yield pred
+            depth = host.get("depth")
+            for i, frame in enumerate(new_frames):
+                t0 = time.perf_counter()
+                table = stitcher.update_segments(
                     host["panoptic"][i], host["concat_next"][i], host["next_panoptic"][i]
                 )
-                if with_first and i == 0:
-                    frame0 = fns.labels_to_frame(stitcher.first_frame)
-                    self.timings.stitching += time.perf_counter() - t0
-                    depth0 = None if first_depth is None else np.asarray(first_depth)[0]
-                    self.timings.frames += 1
-                    yield FramePrediction(0, frame0, depth0, first)
-                    index = 1
-                    t0 = time.perf_counter()
-                if i < len(new_frames):
-                    stitched = fns.labels_to_frame(stitched)
-                    self.timings.stitching += time.perf_counter() - t0
-                    self.timings.frames += 1
-                    depth = host.get("depth")
-                    yield FramePrediction(
-                        index, stitched, None if depth is None else depth[i], new_frames[i]
-                    )
-                    index += 1
+                pred = self._prediction(fns, index, table, None if depth is None else depth[i],
+                                        frame)
+                self.timings.stitching += time.perf_counter() - t0
+                self.timings.frames += 1
+                index += 1
+                tracking.advance(index)
+                yield pred
 
-    def _run_iou(self, fns: _DeviceFunctions, first: np.ndarray,
-                 stream: Iterator[np.ndarray]) -> Iterator[FramePrediction]:
+    def _run_iou(self, fns: _DeviceFunctions, first: np.ndarray, stream: Iterator[np.ndarray],
+                 resume, tracking) -> Iterator[FramePrediction]:
         kwargs = {} if self.memory_frames is None else {"max_inactive_frames": self.memory_frames}
         tracker = iou_tracker.IoUTracker(
             thing_ids=self.descriptor.thing_ids,
             label_divisor=self.descriptor.label_divisor,
             **kwargs,
         )
+        index = 0
+        if resume is not None:
+            tracker.load_state_dict(tracking.tracker_state(resume))
+            index = int(resume["frames"])
+            frames = stream  # The first frame was the last one of the interrupted run.
+        else:
+            frames = itertools.chain([first], stream)
+        tracking.bind(tracker, fns.geometry.frame_hw, index)
 
         def calls():
-            for stacked, new_frames in self._batches(itertools.chain([first], stream)):
+            for stacked, new_frames in self._batches(frames):
                 yield fns.single(self._state, stacked), new_frames
 
-        index = 0
         for host, new_frames in self._pipelined(calls()):
             depth = host.get("depth")
             for i, frame in enumerate(new_frames):
                 t0 = time.perf_counter()
-                tracked = fns.labels_to_frame(tracker.update(host["panoptic"][i]))
+                table = tracker.update_segments(host["panoptic"][i])
+                pred = self._prediction(fns, index, table, None if depth is None else depth[i],
+                                        frame)
                 self.timings.stitching += time.perf_counter() - t0
                 self.timings.frames += 1
-                yield FramePrediction(index, tracked, None if depth is None else depth[i], frame)
                 index += 1
+                tracking.advance(index)
+                yield pred
+
+
+class PredictionStream(Iterator[FramePrediction]):
+    """The predictions of one video (an iterator), and the state to resume it.
+
+    `state()` between two `next()` calls describes the tracking after the last yielded frame:
+    a dict of numpy arrays (save it with `np.savez`) for `VideoPredictor.predict(...,
+    resume=state)`.
+    """
+
+    def __init__(self, predictor: VideoPredictor, frames: Iterable[np.ndarray], resume):
+        self._predictor = predictor
+        self._tracker = None
+        self._frame_hw: tuple[int, int] | None = None
+        self._frames = 0
+        self._iterator = predictor._stream(frames, resume, self)
+
+    def __iter__(self) -> PredictionStream:
+        return self
+
+    def __next__(self) -> FramePrediction:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        """Stops the stream (closes the frame source)."""
+        self._iterator.close()
+
+    # Called by the predictor's generator.
+    def bind(self, tracker, frame_hw: tuple[int, int], frames: int) -> None:
+        self._tracker, self._frame_hw, self._frames = tracker, tuple(frame_hw), frames
+
+    def advance(self, frames: int) -> None:
+        self._frames = frames
+
+    @property
+    def frames(self) -> int:
+        """Frames yielded so far, counting those of the run this one resumes."""
+        return self._frames
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Tracking state after the last yielded frame (numpy arrays only)."""
+        return self.snapshot()()
+
+    def snapshot(self):
+        """A `() -> state()` of the state after the last yielded frame, O(1) to take and
+        valid after the stream moves on (build the arrays only when saving)."""
+        if self._tracker is None:
+            raise ValueError("state(): no frame has been predicted yet")
+        tracker, frames, frame_hw = self._tracker.snapshot(), self._frames, self._frame_hw
+        p = self._predictor
+
+        def build() -> dict[str, np.ndarray]:
+            out = {f"tracker/{k}": v for k, v in tracker().items()}
+            out.update({
+                "frames": np.int64(frames),
+                "tracker": np.array(p.tracker),
+                "stitching_mode": np.array(p.stitching_mode),
+                "frame_hw": np.array(frame_hw, np.int64),
+            })
+            return out
+
+        return build
+
+    @property
+    def num_tracks(self) -> int:
+        """Track ids handed out so far in this video (0 before the first frame)."""
+        if self._tracker is None:
+            return 0
+        if isinstance(self._tracker, stitching.VideoStitcher) and self._tracker.mode == "reference":
+            return self._tracker.max_track_id
+        return self._tracker.num_tracks
+
+    @staticmethod
+    def tracker_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("tracker/")}
+
+    @staticmethod
+    def check(state: dict[str, np.ndarray], predictor: VideoPredictor,
+              frame_hw: tuple[int, int]) -> None:
+        """Raises ValueError when `state` cannot continue with this predictor and frames."""
+        for key in ("frames", "tracker", "stitching_mode", "frame_hw"):
+            if key not in state:
+                raise ValueError(f"resume state lacks {key!r}; is it a PredictionStream.state()?")
+        saved = (str(state["tracker"]), str(state["stitching_mode"]))
+        if saved != (predictor.tracker, predictor.stitching_mode):
+            raise ValueError(
+                f"resume state is of tracker/stitching mode {saved}, the predictor uses "
+                f"{(predictor.tracker, predictor.stitching_mode)}"
+            )
+        if tuple(int(v) for v in state["frame_hw"]) != tuple(frame_hw):
+            raise ValueError(
+                f"resume state is of {tuple(state['frame_hw'].tolist())} frames, the input has "
+                f"{tuple(frame_hw)} frames"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,6 +625,14 @@ class _DeviceFunctions:
         self.prime = jax.jit(self._prime)
         self.step = jax.jit(self._step, donate_argnums=(1,))
         self.single = jax.jit(self._single)
+
+    def prime_by_step(self, state, frame: np.ndarray, batch_size: int):
+        """The cache of `frame` computed by `step` (a resumed run primes exactly as the
+        interrupted one computed that frame): one step from a zero cache, outputs dropped."""
+        cache_shape = jax.eval_shape(self._prime, state, frame[None])[0]
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), cache_shape)
+        _, cache = self.step(state, zeros, np.repeat(frame[None], batch_size, axis=0))
+        return cache
 
     # --- geometry on the device -----------------------------------------------------------
 

@@ -155,40 +155,61 @@ def make_train_step(
     return jax.jit(train_step, donate_argnums=(0, 1))
 
 
+class ShardedInit:
+    """`() -> (model, optimizer)` created directly in their shards by one compiled function.
+
+    Shapes come first (`nnx.eval_shape`), the sharding rule of `parallel.state_shardings` maps
+    them to shardings, and the initialiser writes each array straight into its shards, so the
+    full unsharded state never exists on one device. `abstract()` gives the same objects
+    without running any initialiser (to restore a checkpoint into), `shardings` their
+    (model, optimizer) sharding trees.
+    """
+
+    def __init__(self, model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation,
+                 mesh: Mesh, *, min_fsdp_size: int = 2**14):
+        def init():
+            model = model_fn()
+            return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+        self._init = init
+        abstract_model, abstract_opt = nnx.eval_shape(init)
+        self.shardings = (
+            parallel.state_shardings(nnx.state(abstract_model), mesh, min_fsdp_size=min_fsdp_size),
+            parallel.state_shardings(nnx.state(abstract_opt), mesh, min_fsdp_size=min_fsdp_size),
+        )
+        self._compiled = None
+
+    def __call__(self) -> tuple[nnx.Module, nnx.Optimizer]:
+        if self._compiled is None:
+            model_shardings, opt_shardings = self.shardings
+
+            @jax.jit
+            def sharded_init():
+                model, opt = self._init()
+                nnx.update(model, jax.lax.with_sharding_constraint(nnx.state(model),
+                                                                   model_shardings))
+                nnx.update(opt, jax.lax.with_sharding_constraint(nnx.state(opt), opt_shardings))
+                return model, opt
+
+            self._compiled = sharded_init
+        return self._compiled()
+
+    def abstract(self) -> tuple[nnx.Module, nnx.Optimizer]:
+        """Shape-only (model, optimizer): fill them with `checkpointing.restore_checkpoint(...,
+        shardings=self.shardings)`."""
+        return nnx.eval_shape(self._init)
+
+
 def make_sharded_init(
     model_fn: Callable[[], nnx.Module],
     tx: optax.GradientTransformation,
     mesh: Mesh,
     *,
     min_fsdp_size: int = 2**14,
-) -> Callable[[], tuple[nnx.Module, nnx.Optimizer]]:
-    """A jitted `() -> (model, optimizer)` that creates every array directly in its shards.
-
-    Shapes come first (`nnx.eval_shape`), the sharding rule of `parallel.state_shardings` maps
-    them to shardings, and the initialiser writes each array straight into its shards, so the
-    full unsharded state never exists on one device.
-    """
-
-    def init():
-        model = model_fn()
-        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-    abstract_model, abstract_opt = nnx.eval_shape(init)
-    model_shardings = parallel.state_shardings(
-        nnx.state(abstract_model), mesh, min_fsdp_size=min_fsdp_size
-    )
-    opt_shardings = parallel.state_shardings(
-        nnx.state(abstract_opt), mesh, min_fsdp_size=min_fsdp_size
-    )
-
-    @jax.jit
-    def sharded_init():
-        model, opt = init()
-        nnx.update(model, jax.lax.with_sharding_constraint(nnx.state(model), model_shardings))
-        nnx.update(opt, jax.lax.with_sharding_constraint(nnx.state(opt), opt_shardings))
-        return model, opt
-
-    return sharded_init
+) -> ShardedInit:
+    """A jitted `() -> (model, optimizer)` that creates every array directly in its shards
+    (see `ShardedInit`)."""
+    return ShardedInit(model_fn, tx, mesh, min_fsdp_size=min_fsdp_size)
 
 
 def shardings_of(obj) -> Any:
@@ -398,20 +419,27 @@ def _warm_start(config, model) -> tuple[list[str], list[str]]:
     return restored, initialised
 
 
-def _init_or_restore(config, manager, model, optimizer, train_iter, writer) -> int:
-    """Own checkpoint > warm start (`config.init.checkpoint`) > fresh; returns the start step."""
+def _init_or_restore(config, manager, init: ShardedInit, train_iter, writer):
+    """Own checkpoint > warm start (`config.init.checkpoint`) > fresh.
+
+    Returns (model, optimizer, start step). Resuming reads the checkpoint into abstract objects
+    (no initialiser runs); warm start and fresh runs initialise in one compiled function.
+    """
     start_step = manager.latest_step()
     if start_step is not None:
         logging.info("Resuming from %s step %d", manager.directory, start_step)
-        checkpointing.restore_checkpoint(manager, start_step, model, optimizer, train_iter)
-        return start_step
+        model, optimizer = init.abstract()
+        checkpointing.restore_checkpoint(manager, start_step, model, optimizer, train_iter,
+                                         shardings=init.shardings)
+        return model, optimizer, start_step
+    model, optimizer = init()
     if config.init.checkpoint:
         restored, initialised = _warm_start(config, model)
         report = checkpointing.log_restore_report(restored, initialised, config.init.checkpoint)
         if jax.process_index() == 0:
             print(report, flush=True)
             writer.write_texts(0, {"warm_start": report})
-    return 0
+    return model, optimizer, 0
 
 
 def _log_start(config, model, writer) -> None:
@@ -435,9 +463,8 @@ def _setup(config, mesh, manager, writer):
         mesh,
         min_fsdp_size=config.mesh.min_fsdp_size,
     )
-    model, optimizer = init()
     train_iter = from_config.train_iterator(config, mesh)
-    start_step = _init_or_restore(config, manager, model, optimizer, train_iter, writer)
+    model, optimizer, start_step = _init_or_restore(config, manager, init, train_iter, writer)
     if jax.process_index() == 0 and start_step == 0:
         _log_start(config, model, writer)
     step_fn = make_train_step(

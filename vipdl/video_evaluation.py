@@ -24,7 +24,8 @@ import numpy as np
 from vipdl import formats
 from vipdl.data.descriptors import DatasetDescriptor
 from vipdl.evaluation import readers, stq, vpq, writers
-from vipdl.inference import VideoPredictor
+from vipdl.inference import FramePrediction, VideoPredictor
+from vipdl.postprocess import labels
 
 Video = tuple[str, np.ndarray, np.ndarray]  # (sequence id, frames [T, H, W, 3], panoptic [T, H, W])
 
@@ -53,10 +54,11 @@ class _Run:
         self.videos = self.frames = 0
         self.seconds = 0.0
 
-    def predict(self, sequence: str, frames: np.ndarray, gt: np.ndarray) -> list[np.ndarray]:
-        """Tracked predictions of one video; its STQ statistics are recorded."""
+    def predict(self, sequence: str, frames: np.ndarray, gt: np.ndarray) -> list[FramePrediction]:
+        """Tracked predictions of one video (any number of tracks); its STQ statistics are
+        recorded."""
         start = time.perf_counter()
-        preds = [p.panoptic for p in self.predictor.predict(iter(frames))]
+        preds = list(self.predictor.predict(iter(frames)))
         self.seconds += time.perf_counter() - start
         if len(preds) != len(gt):
             raise ValueError(
@@ -67,7 +69,8 @@ class _Run:
         d = self.descriptor.label_divisor
         self.per_sequence[sequence] = stq.merge(
             [
-                stq.frame_stats(_class_instance(g, d), _class_instance(p, d), self.stq_options)
+                stq.frame_stats(_class_instance(g, d), np.stack([p.semantic, p.track], -1),
+                                self.stq_options)
                 for g, p in zip(gt, preds)
             ]
         )
@@ -122,13 +125,15 @@ def evaluate_videos(
     videos = tqdm(videos, unit="video", disable=not progress)
     if out_dir is None:
         result = vpq.evaluate_arrays(
-            ((list(gt), run.predict(str(seq), frames, gt)) for seq, frames, gt in videos),
+            ((list(gt), [p.segments[p.segment_map] for p in run.predict(str(seq), frames, gt)])
+             for seq, frames, gt in videos),
             num_classes=d.num_classes,
             thing_ids=d.thing_ids,
             label_divisor=d.label_divisor,
             ignore_label=d.ignore_label,
             window_sizes=d.eval_window_frames,
             annotation_stride=d.annotation_stride,
+            pred_label_divisor=1 << labels.TRACK_BITS,
         )
         return run.summary(result)
     return run.summary(_evaluate_via_files(run, videos, Path(out_dir), split, workers))
@@ -150,10 +155,11 @@ def _evaluate_via_files(run: _Run, videos: Iterable[Video], out_dir: Path, split
             preds = run.predict(str(sequence), frames, panoptic)
             for t, (pred, gt) in enumerate(zip(preds, panoptic)):
                 iid = image_id(str(sequence), t)
-                pred_writer.add(iid, pred)
+                semantic, track = labels.split_wide(pred.segments)
+                pred_writer.add_segments(iid, pred.segment_map, semantic, track)
                 seq_dir = iid.split("_")[0]
-                formats.write_step_png(step_pred / seq_dir / f"{t:06d}.png", pred,
-                                       label_divisor=d.label_divisor)
+                formats.write_step_segments(step_pred / seq_dir / f"{t:06d}.png",
+                                            pred.segment_map, semantic, track)
                 formats.write_step_png(step_gt / seq_dir / f"{t:06d}.png", gt,
                                        label_divisor=d.label_divisor)
                 yield iid, gt

@@ -4,7 +4,15 @@ Readers stream: `read_frames` yields one uint8 `[height, width, 3]` RGB frame at
 video file (decoded by the ffmpeg binary bundled in the `imageio-ffmpeg` wheel), a folder of
 images (natural sort order, so `f2.png` comes before `f10.png`) or a single image. Greyscale
 frames are replicated to three channels, alpha channels are dropped, 16-bit images are scaled to
-8 bits. Every frame of one input must have the same size.
+8 bits. Every frame of one input must have the same size. Every decoded frame of a video is one
+input frame (variable frame rates are not resampled; rotation metadata is applied).
+
+Bad frames (docs/inference.md#bad-frames): `FrameReader` reports, by input frame index, frames
+the decoder reports as damaged (decoded with errors: ffmpeg runs its decoder single-threaded
+with per-frame timestamps in its log, so each error is tied to the frame the decoder returned
+next), frames missing from the decoded stream (a timestamp gap of whole frame durations right
+after decoder errors), and images that cannot be read or have another size; `on_bad_frame` says
+what happens to them.
 
 Geometry (spec §1.7 and §5, evaluation): the model runs at a fixed size `padded_hw`. A frame that
 fits is padded bottom/right with 127.5 (which the model normalises to exactly 0); a larger frame
@@ -17,12 +25,15 @@ the reference the jitted versions in `vipdl.inference` are tested against.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
 import os
 import re
+import subprocess
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,6 +229,8 @@ def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     """Streams the frames of a video file, image folder or single image.
 
     Frames are decoded one at a time, so memory stays constant however long the video is.
+    Frames the decoder reports as damaged are used as decoded; an image that cannot be read or
+    a frame missing from a video raises (see `FrameReader` for the other choices).
 
     Args:
       path: a video file (anything ffmpeg decodes: mp4, avi, mov, mkv, webm, gif, ...), a folder
@@ -230,52 +243,324 @@ def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
       FileNotFoundError: `path` does not exist.
       VideoReadError: unreadable or empty input, or frames of different sizes.
     """
-    path = Path(path)
-    kind = _input_kind(path)
-    if kind == "video":
-        yield from _read_video(path)
-        return
-    files = [path] if kind == "image" else list_image_files(path)
-    if not files:
-        raise VideoReadError(
-            f"{path}: folder holds no images (expected files ending in {', '.join(IMAGE_EXTENSIONS)})"
-        )
-    size = None
-    for file in files:
-        frame = read_image(file)
-        if size is None:
-            size = frame.shape
-        elif frame.shape != size:
-            raise VideoReadError(
-                f"{file}: frame size {frame.shape[:2]} differs from the first frame's "
-                f"{size[:2]} ({files[0].name}); all frames of a video must have one size"
-            )
+    for _, frame in FrameReader(path, on_bad_frame="keep"):
         yield frame
 
 
-def _read_video(path: Path) -> Iterator[np.ndarray]:
-    generator, meta = _open_video(path)
-    width, height = meta["size"]
-    frame_bytes = width * height * 3
-    count = 0
-    try:
-        for raw in generator:
-            if len(raw) != frame_bytes:
-                raise VideoReadError(
-                    f"{path}: frame {count} has {len(raw)} bytes, expected {frame_bytes} "
-                    f"({height}x{width} RGB)"
+BAD_FRAME_POLICIES = ("stop", "skip", "repeat", "keep")
+
+
+@dataclasses.dataclass(frozen=True)
+class BadFrame:
+    """A frame of the input that could not be decoded cleanly.
+
+    Attributes:
+      index: 0-based position in the input (what the frame's outputs would be named by).
+      reason: what the decoder or image reader reported.
+      damaged: True if the frame was decoded with errors (pixels exist), False if there is no
+        picture (unreadable image, frame missing from the decoded video).
+    """
+
+    index: int
+    reason: str
+    damaged: bool
+
+    def describe(self) -> str:
+        kind = "damaged" if self.damaged else "unreadable"
+        return f"frame {self.index} is {kind}: {self.reason}"
+
+
+class FrameReader:
+    """Streams `(index, frame)` of a video file, image folder or image, handling bad frames.
+
+    Usage::
+
+        reader = FrameReader("clip.avi", on_bad_frame="skip")
+        for index, frame in reader:      # index = position in the input
+            ...
+        reader.bad_frames                 # every BadFrame met, in order
+        reader.stopped                    # the BadFrame that ended the stream ("stop"), or None
+
+    Args:
+      path: the input (see `read_frames`).
+      on_bad_frame: "stop" ends the stream before the first bad frame; "skip" leaves bad frames
+        out; "repeat" yields the previous good frame in their place (skips when there is none
+        yet); "keep" yields damaged frames as decoded and raises `VideoReadError` on frames
+        without a picture.
+      start: first index to yield (earlier frames are decoded but not yielded for videos;
+        image folders jump there).
+      on_report: called with each `BadFrame` as it is met (e.g. to print a warning).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, on_bad_frame: str = "stop", start: int = 0,
+                 on_report=None):
+        if on_bad_frame not in BAD_FRAME_POLICIES:
+            raise ValueError(f"on_bad_frame must be one of {BAD_FRAME_POLICIES}, got "
+                             f"{on_bad_frame!r}")
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        self.path = Path(path)
+        self.kind = _input_kind(self.path)
+        self.on_bad_frame = on_bad_frame
+        self.start = int(start)
+        self.bad_frames: list[BadFrame] = []
+        self.stopped: BadFrame | None = None
+        self.warnings: list[str] = []
+        self._on_report = on_report
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        items = self._video() if self.kind == "video" else self._images()
+        try:
+            yield from self._apply_policy(items)
+        finally:
+            items.close()  # Stops ffmpeg now, not when the generator is collected.
+
+    def _apply_policy(self, items) -> Iterator[tuple[int, np.ndarray]]:
+        previous = None
+        count = 0
+        for index, frame, bad in items:
+            if bad is not None:
+                self.bad_frames.append(bad)
+                if self._on_report is not None:
+                    self._on_report(bad)
+                policy = self.on_bad_frame
+                if policy == "stop":
+                    self.stopped = bad
+                    return
+                if policy == "keep":
+                    if frame is None:
+                        raise VideoReadError(f"{self.path}: {bad.describe()}")
+                elif policy == "repeat" and previous is not None:
+                    frame = previous
+                else:  # skip, or repeat without a previous frame
+                    frame = None
+            if frame is None:
+                continue
+            previous = frame
+            if index >= self.start:
+                count += 1
+                yield index, frame
+        if count == 0 and self.stopped is None and self.start == 0:
+            raise VideoReadError(f"{self.path}: no readable frames")
+
+    # --- image folders ----------------------------------------------------------------------
+
+    def _images(self):
+        files = [self.path] if self.kind == "image" else list_image_files(self.path)
+        if not files:
+            raise VideoReadError(
+                f"{self.path}: folder holds no images (expected files ending in "
+                f"{', '.join(IMAGE_EXTENSIONS)})"
+            )
+        size = _image_size(files[0])
+        first = self.start
+        if self.on_bad_frame == "repeat":
+            # A bad frame at `start` repeats the last good one before it: begin there.
+            while first > 0 and _read_or_none(files[first - 1], size) is None:
+                first -= 1
+            first = max(first - 1, 0)
+        for index in range(first, len(files)):
+            file = files[index]
+            try:
+                frame = read_image(file)
+            except VideoReadError as e:
+                yield index, None, BadFrame(index, str(e), damaged=False)
+                continue
+            if size is not None and frame.shape[:2] != size:
+                yield index, None, BadFrame(
+                    index,
+                    f"{file}: frame size {frame.shape[:2]} differs from the first frame's {size} "
+                    f"({files[0].name}); all frames of a video must have one size",
+                    damaged=False,
                 )
-            # A fresh writable array: callers may modify frames in place.
-            yield np.frombuffer(raw, np.uint8).reshape(height, width, 3).copy()
-            count += 1
-    except RuntimeError as e:  # ffmpeg died mid-stream (truncated or corrupt file).
-        raise VideoReadError(
-            f"{path}: ffmpeg failed after {count} frames: {_ffmpeg_reason(e)}"
-        ) from e
-    finally:
-        generator.close()
-    if count == 0:
-        raise VideoReadError(f"{path}: video holds no frames")
+                continue
+            yield index, frame, None
+
+    # --- video files ------------------------------------------------------------------------
+
+    def _video(self):
+        decoder = _FfmpegDecoder(self.path)
+        try:
+            index = 0
+            for frame, errors, missing in decoder:
+                for k in range(missing):
+                    reason = "missing from the decoded stream (timestamp gap)"
+                    if errors and k == missing - 1:
+                        reason += "; decoder: " + "; ".join(errors)
+                    yield index, None, BadFrame(index, reason, damaged=False)
+                    index += 1
+                if errors and not missing:
+                    yield index, frame, BadFrame(index, "decoder: " + "; ".join(errors),
+                                                 damaged=True)
+                else:
+                    yield index, frame, None
+                index += 1
+            if index == 0:
+                raise VideoReadError(f"{self.path}: video holds no frames")
+            if decoder.failure is not None:
+                yield index, None, BadFrame(index, f"ffmpeg stopped: {decoder.failure}",
+                                            damaged=False)
+            self.warnings.extend(f"decoder after the last frame: {e}" for e in decoder.trailing)
+        finally:
+            decoder.close()
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size[1], image.size[0]
+    except Exception:  # noqa: BLE001 - reported when the frame itself is read.
+        return None
+
+
+def _read_or_none(path: Path, size) -> np.ndarray | None:
+    try:
+        frame = read_image(path)
+    except VideoReadError:
+        return None
+    return frame if size is None or frame.shape[:2] == size else None
+
+
+_LOG_LINE = re.compile(r"^(?P<tags>(?:\[[^\]]*\] )*)\[(?P<level>[a-z]+)\] (?P<message>.*)$")
+_DECODED = re.compile(r"decoder -> pts:(?P<pts>\S+) .*?duration:(?P<duration>\S+)")
+_SIZE = re.compile(r"Video: rawvideo.*?, (\d+)x(\d+)")
+_CODEC = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+)")
+
+
+class _FfmpegDecoder:
+    """ffmpeg decoding a video to raw RGB frames, with the decoder's errors per frame.
+
+    The decoder runs single-threaded and logs each returned frame (`-debug_ts`); its error lines
+    come, in the same thread, before the frame they belong to, so they are attributed to the
+    next decoded frame. Iterating yields `(frame, errors, missing)`: the frame, the decoder's
+    error lines for it, and how many frames are missing just before it (a gap in the
+    timestamps of whole frame durations after decoder errors; a gap alone is a variable frame
+    rate).
+    """
+
+    def __init__(self, path: Path):
+        import imageio_ffmpeg
+
+        if path.stat().st_size == 0:
+            raise VideoReadError(f"{path}: file is empty")
+        self.path = path
+        self.failure: str | None = None
+        self.trailing: list[str] = []
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats",
+               "-loglevel", "level+info", "-debug_ts", "-threads", "1", "-i", str(path),
+               "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo",
+               "-pix_fmt", "rgb24", "-"]
+        with _quiet_fork():
+            self._process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._lock = threading.Condition()
+        self._records: collections.deque = collections.deque()  # (pts, duration, errors)
+        self._size: tuple[int, int] | None = None
+        self._codec: str | None = None
+        self._log_done = False
+        self._last_lines: collections.deque = collections.deque(maxlen=8)
+        self._thread = threading.Thread(target=self._read_log, daemon=True)
+        self._thread.start()
+
+    def _is_decoder_error(self, tags: str, level: str, message: str) -> bool:
+        from_decoder = "[dec:" in tags or (self._codec is not None and f"[{self._codec} @" in tags)
+        if not from_decoder:
+            return False
+        return level in ("error", "fatal", "panic") or "corrupt decoded frame" in message
+
+    def _read_log(self) -> None:
+        pending: list[str] = []
+        section = ""
+        for raw in self._process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            match = _LOG_LINE.match(line)
+            if match is None:
+                continue
+            tags, level, message = match["tags"], match["level"], match["message"]
+            if message.startswith("Input #"):
+                section = "input"
+            elif message.startswith("Output #"):
+                section = "output"
+            decoded = _DECODED.search(message)
+            with self._lock:
+                if decoded is not None:
+                    self._records.append((_number(decoded["pts"]), _number(decoded["duration"]),
+                                          pending))
+                    pending = []
+                    self._lock.notify_all()
+                elif section == "input" and self._codec is None and _CODEC.search(message):
+                    self._codec = _CODEC.search(message).group(1)
+                elif section == "output" and self._size is None and _SIZE.search(message):
+                    width, height = (int(v) for v in _SIZE.search(message).groups())
+                    self._size = (height, width)
+                    self._lock.notify_all()
+                elif self._is_decoder_error(tags, level, message):
+                    pending.append(message.strip())
+                if level in ("error", "fatal", "panic"):
+                    self._last_lines.append(message.strip())
+        with self._lock:
+            self.trailing = pending
+            self._log_done = True
+            self._lock.notify_all()
+
+    def _wait(self, ready, timeout: float = 30.0) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: ready() or self._log_done, timeout)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, list[str], int]]:
+        self._wait(lambda: self._size is not None)
+        if self._size is None:
+            self._process.wait()
+            reason = self._last_lines[-1] if self._last_lines else "no video stream"
+            raise VideoReadError(f"{self.path}: cannot decode video with ffmpeg: {reason}")
+        height, width = self._size
+        frame_bytes = height * width * 3
+        stdout = self._process.stdout
+        previous = None  # (pts, duration) of the last frame
+        while True:
+            data = stdout.read(frame_bytes)
+            if not data:
+                break
+            if len(data) != frame_bytes:
+                self.failure = f"truncated frame ({len(data)} of {frame_bytes} bytes)"
+                break
+            # The decoder logs a frame before ffmpeg writes it, so its record is (nearly) there.
+            self._wait(lambda: bool(self._records))
+            with self._lock:
+                pts, duration, errors = (self._records.popleft() if self._records
+                                         else (None, None, []))
+            missing = 0
+            # A timestamp gap alone is a variable frame rate; with decoder errors before the
+            # frame it is frames the decoder could not decode.
+            if errors and previous is not None and None not in (pts, *previous) and previous[1]:
+                gap = (pts - previous[0]) / previous[1]
+                if gap >= 1.5:
+                    missing = int(round(gap)) - 1
+            previous = (pts, duration)
+            yield np.frombuffer(data, np.uint8).reshape(height, width, 3).copy(), errors, missing
+        code = self._process.wait()
+        self._thread.join(timeout=10)
+        if code != 0 and self.failure is None:
+            reason = self._last_lines[-1] if self._last_lines else f"exit code {code}"
+            self.failure = reason
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._thread.join(timeout=10)  # stderr ends with the process.
+        self._process.stdout.close()
+        if not self._thread.is_alive():  # Never close a stream another thread is reading.
+            self._process.stderr.close()
+
+
+def _number(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:  # NOPTS
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

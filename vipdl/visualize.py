@@ -180,6 +180,98 @@ def _draw_labels(image: np.ndarray, panoptic: np.ndarray, descriptor: DatasetDes
     return np.asarray(pil)
 
 
+def overlay_segments(frame: np.ndarray, segment_map: np.ndarray, semantic: np.ndarray,
+                     track: np.ndarray, *, descriptor: DatasetDescriptor, alpha: float = 0.5,
+                     max_labels: int = 64, jitter: int = 60) -> np.ndarray:
+    """`overlay` of a tracked frame given as a segment table, at a cost bounded per frame.
+
+    Colours and text follow `overlay` (a track's colour is the one `overlay` gives
+    `class * D + track`; track ids may exceed D). Every per-pixel step is one table lookup or
+    comparison, with no sort of the pixels; labels go to the `max_labels` largest segments
+    above the minimum area, anchored at the pixel nearest their centroid on a grid of at most
+    ~65k pixels.
+
+    Args:
+      frame: uint8 `[height, width, 3]` RGB.
+      segment_map: int `[height, width]` row of each pixel in the table.
+      semantic, track: int `[k]` class and track id (0 = stuff / crowd) of each row.
+      descriptor, alpha, jitter: as in `overlay`.
+      max_labels: most segment labels drawn.
+
+    Returns:
+      uint8 `[height, width, 3]`.
+    """
+    frame = np.asarray(frame)
+    segment_map = np.asarray(segment_map)
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be uint8 [height, width, 3], got {frame.dtype} {frame.shape}")
+    if segment_map.shape != frame.shape[:2]:
+        raise ValueError(f"segment_map shape {segment_map.shape} does not match frame "
+                         f"{frame.shape[:2]}")
+    semantic = np.asarray(semantic, np.int64)
+    track = np.asarray(track, np.int64)
+    ids = semantic * descriptor.label_divisor + track  # colour key, as `overlay` computes it
+    colors = track_colors(ids, descriptor=descriptor, jitter=jitter).astype(np.float32)
+    weight = np.where(semantic == descriptor.ignore_label, 0.0, alpha).astype(np.float32)
+    w = weight[segment_map][..., None]
+    out = frame.astype(np.float32) * (1 - w) + colors[segment_map] * w
+    out[segment_boundaries(segment_map)] = 255.0
+    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    if max_labels <= 0:
+        return out
+    height, width = segment_map.shape
+    stride = max(1, int(np.ceil(np.sqrt(height * width / 65536))))
+    grid = segment_map[::stride, ::stride]
+    k = len(semantic)
+    areas = np.bincount(segment_map.reshape(-1), minlength=k)
+    min_area = max(64, int(0.002 * height * width))
+    texts = [None if a < min_area else _text(c, t, descriptor)
+             for c, t, a in zip(semantic.tolist(), track.tolist(), areas.tolist())]
+    wanted = [j for j in np.argsort(-areas, kind="stable").tolist() if texts[j] is not None]
+    # Drawn in the order `overlay` draws them (by class, then track), so they overlap alike.
+    wanted = sorted(wanted[:max_labels], key=lambda j: (semantic[j], track[j]))
+    if not wanted:
+        return out
+    flat = grid.reshape(-1)
+    gy, gx = np.divmod(np.arange(flat.size), grid.shape[1])
+    count = np.maximum(np.bincount(flat, minlength=k), 1)
+    mean_y = np.bincount(flat, gy, minlength=k) / count
+    mean_x = np.bincount(flat, gx, minlength=k) / count
+    distance = (gy - mean_y[flat]) ** 2 + (gx - mean_x[flat]) ** 2
+    best = np.full(k, np.inf)
+    np.minimum.at(best, flat, distance)
+    nearest = np.full(k, -1, np.int64)
+    hit = np.flatnonzero(distance == best[flat])
+    nearest[flat[hit[::-1]]] = hit[::-1]  # any nearest pixel; ties are equally central
+    anchors = [(texts[j], gy[nearest[j]] * stride, gx[nearest[j]] * stride)
+               for j in wanted if nearest[j] >= 0]
+    return _draw_texts(out, anchors)
+
+
+def _text(semantic: int, track: int, descriptor: DatasetDescriptor) -> str | None:
+    """`segment_label` of a (class, track) pair, for any track id."""
+    if semantic == descriptor.ignore_label or not 0 <= semantic < descriptor.num_classes:
+        return None
+    name = descriptor.class_names[semantic]
+    return f"{name} {track}" if track > 0 else name
+
+
+def _draw_texts(image: np.ndarray, anchors) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    height, width = image.shape[:2]
+    font = _font(max(8, min(24, height // 40)))
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    for text, y, x in anchors:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font, stroke_width=1)
+        tx = int(np.clip(x - (right - left) / 2, 0, max(0, width - (right - left))))
+        ty = int(np.clip(y - (bottom - top) / 2, 0, max(0, height - (bottom - top))))
+        draw.text((tx - left, ty - top), text, fill=(255, 255, 255), font=font,
+                  stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(pil)
+
+
 def depth_to_rgb(depth: np.ndarray, *, max_depth: float) -> np.ndarray:
     """Colours a float `[height, width]` depth map (metres) with matplotlib's turbo, near = red."""
     from matplotlib import colormaps

@@ -5,6 +5,12 @@ Gaussian peaks, noisy offsets, blob-like semantic logits, 19 classes); the deepl
 options (threshold 0.1, NMS 13, 400 centers, stuff area 2048). Stitching runs on a synthetic
 sequence of moving boxes whose pair outputs mimic two-frame inference.
 
+The "segments" table times every per-frame stage at 10, 100 and 400 segments per frame: the
+jitted post-processing (with the grid grouping, and with every center compared as before), the
+pair stitcher, `VideoStitcher` (with and without re-identification memory, and the notebook
+mode) and the IoU tracker, each against the loop-based implementation it replaced
+(tests/postprocess/loop_reference.py), in CPU milliseconds per frame.
+
   .venv/bin/python scripts/benchmarks/postprocess.py          # 128x256 and 1024x2048
   .venv/bin/python scripts/benchmarks/postprocess.py --quick  # 128x256 and 256x512
 """
@@ -42,16 +48,18 @@ OPTIONS = dict(
 )
 
 
-def _numpy_reference():
-    """The numpy twin of the post-processing, kept with the tests that compare against it."""
-    path = Path(__file__).resolve().parents[2] / "tests" / "postprocess" / "numpy_reference.py"
-    spec = importlib.util.spec_from_file_location("numpy_reference", path)
+def _test_module(name: str):
+    """A module of tests/postprocess (the numpy twin, the loop-based stitchers)."""
+    path = Path(__file__).resolve().parents[2] / "tests" / "postprocess" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
 
-reference = _numpy_reference()
+reference = _test_module("numpy_reference")
+loops = _test_module("loop_reference")
 
 
 def model_like(rng, height, width, num_classes=19, num_peaks=60):
@@ -196,6 +204,127 @@ def bench_stitching(height, width, num_frames):
     return rows
 
 
+def _all_centers_group_pixels(centers, offset_map, mask=None):
+    """The grouping as it was: every pixel against every center found (the baseline)."""
+    height, width, _ = offset_map.shape
+    ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
+                          jnp.arange(width, dtype=jnp.float32), indexing="ij")
+    py = (ys + offset_map[..., 0]).reshape(-1)
+    px = (xs + offset_map[..., 1]).reshape(-1)
+    cyx = jnp.asarray(centers.yx, jnp.float32)
+    valid = centers.valid
+    num = jnp.max(jnp.where(valid, jnp.arange(1, valid.shape[0] + 1), 0))
+
+    def body(state):
+        i, best, arg = state
+        dist = (py - cyx[i, 0]) ** 2 + (px - cyx[i, 1]) ** 2
+        closer = (dist < best) & valid[i]
+        return i + 1, jnp.where(closer, dist, best), jnp.where(closer, i, arg)
+
+    init = (jnp.int32(0), jnp.full(py.shape, jnp.inf), jnp.full(py.shape, -1, jnp.int32))
+    arg = jax.lax.while_loop(lambda s: s[0] < num, body, init)[2]
+    return (arg + 1).reshape(height, width)
+
+
+def cpu_ms(fn, repeats):
+    fn()
+    start = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - start) / repeats * 1e3
+
+
+def disc_video(rng, height, width, num_objects, num_frames):
+    """Pair outputs of `num_objects` moving boxes of three thing classes filling the frame."""
+    cls = rng.choice((11, 12, 13), num_objects)
+    cy, cx = rng.uniform(0, height, num_objects), rng.uniform(0, width, num_objects)
+    vy, vx = rng.normal(0, 2, num_objects), rng.normal(0, 3, num_objects)
+    half = np.sqrt(height * width / num_objects / np.pi) * 0.8
+    ids = np.concatenate([[0], cls * D])
+
+    def render(t, numbering):
+        out = np.zeros((height, width), np.int32)
+        for i in range(num_objects):
+            y, x = int(cy[i] + vy[i] * t), int(cx[i] + vx[i] * t)
+            out[max(int(y - half), 0) : max(int(y + half), 0),
+                max(int(x - half), 0) : max(int(x + half), 0)] = i + 1
+        return (ids + np.concatenate([[0], numbering]))[out].astype(np.int32)
+
+    pairs = []
+    for t in range(num_frames - 1):
+        shared, raw = rng.permutation(num_objects) % 399 + 1, rng.permutation(num_objects) % 399 + 1
+        pairs.append((render(t, shared), render(t + 1, shared), render(t + 1, raw)))
+    return pairs
+
+
+def bench_segments(model_hw, frame_hw, num_frames, repeats):
+    """CPU ms per frame of each stage at 10, 100 and 400 segments (new vs the replaced one)."""
+    rows = {}
+    for peaks in (10, 100, 400):
+        rows.update(_postprocess_rows(model_hw, peaks, repeats))
+        rows.update(_host_rows(frame_hw, peaks, num_frames))
+    return rows
+
+
+def _postprocess_rows(model_hw, peaks, repeats):
+    from vipdl.postprocess import panoptic as panoptic_lib
+
+    options = PostprocessOptions(center_threshold=0.1, nms_kernel=3, keep_k_centers=400,
+                                 stuff_area_limit=64)
+    kwargs = dict(num_classes=19, thing_ids=THINGS, label_divisor=D, ignore_label=32,
+                  options=options)
+    rng = np.random.default_rng(peaks)
+    inputs = [jnp.asarray(x) for x in model_like(rng, *model_hw, num_peaks=peaks)]
+    new_jit = jax.jit(functools.partial(panoptic_lib._panoptic_jit.__wrapped__, **kwargs))
+    segments = len(np.unique(np.asarray(new_jit(*inputs))))
+    new = cpu_ms(lambda: new_jit(*inputs).block_until_ready(), repeats)
+    original = panoptic_lib.group_pixels
+    panoptic_lib.group_pixels = _all_centers_group_pixels  # traced on the first call below
+    try:
+        old_jit = jax.jit(functools.partial(panoptic_lib._panoptic_jit.__wrapped__, **kwargs))
+        old = cpu_ms(lambda: old_jit(*inputs).block_until_ready(), repeats)
+    finally:
+        panoptic_lib.group_pixels = original
+    name = "post-processing (jitted), model size " + "x".join(map(str, model_hw))
+    return {(name, peaks): (segments, new, old)}
+
+
+def _host_rows(frame_hw, peaks, num_frames):
+    pairs = disc_video(np.random.default_rng(peaks), *frame_hw, peaks, num_frames)
+    segs = int(np.mean([len(np.unique(p[2])) for p in pairs]))
+    size = "x".join(map(str, frame_hw))
+
+    def per_frame(make, call):
+        obj = make()
+        call(obj, pairs[0])
+        start = time.process_time()
+        for pair in pairs[1:]:
+            call(obj, pair)
+        return (time.process_time() - start) / (len(pairs) - 1) * 1e3
+
+    kw = dict(thing_ids=THINGS, label_divisor=D, ignore_label=32)
+    rows = {(f"pair stitch, {size}", peaks): (
+        segs,
+        per_frame(lambda: None, lambda _, p: two_frame.stitch_pair(p[1], p[2], label_divisor=D)),
+        per_frame(lambda: None, lambda _, p: loops.stitch_pair(p[1], p[2], label_divisor=D)))}
+    for name, extra in (("VideoStitcher clean", {}),
+                        ("VideoStitcher clean, memory 5", {"memory_frames": 5}),
+                        ("VideoStitcher reference", {"mode": "reference"})):
+        rows[(f"{name}, {size}", peaks)] = (
+            segs,
+            per_frame(lambda e=extra: VideoStitcher(**kw, **e),
+                      lambda s, p: s.update_segments(*p)),
+            per_frame(lambda e=extra: loops.LoopVideoStitcher(**kw, **e),
+                      lambda s, p: s.update(*p)))
+    rows[(f"IoUTracker, {size}", peaks)] = (
+        segs,
+        per_frame(lambda: IoUTracker(thing_ids=THINGS, label_divisor=D),
+                  lambda tr, p: tr.update_segments(p[2])),
+        per_frame(lambda: loops.LoopIoUTracker(thing_ids=THINGS, label_divisor=D),
+                  lambda tr, p: tr.update(p[2])))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (< 2 minutes)")
@@ -207,6 +336,8 @@ def main(argv=None):
 
     results = [bench_panoptic(h, w, repeats) for h, w in sizes]
     stitching = bench_stitching(*stitch_size, num_frames)
+    segment_rows = bench_segments((129, 257), (576, 768) if not args.quick else (144, 192),
+                                  6 if not args.quick else 4, repeats)
 
     command = "python scripts/benchmarks/postprocess.py" + (" --quick" if args.quick else "")
     print("## Post-processing and stitching\n")
@@ -244,6 +375,19 @@ def main(argv=None):
     print("|---|---|---|")
     for name, ms in stitching.items():
         print(f"| {name} | {ms:.1f} | {ms / base:.2f}x |")
+    print("\nPer-frame cost against segments per frame (CPU ms, `time.process_time`, so other "
+          "load on the machine does not count). *Before*: the implementation this one replaced "
+          "(post-processing comparing every pixel with every center; the loop-based stitchers "
+          "of tests/postprocess/loop_reference.py); the outputs are identical. The host stages "
+          "run at 768x576 (the size of the frames), the post-processing at the demo model's "
+          "input size.\n")
+    print("| stage | objects | segments | ms / frame | before (ms) | before / now | "
+          "now: ratio to 10 objects |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for (name, peaks), (segs, new, old) in segment_rows.items():
+        ten = segment_rows[(name, 10)][1]
+        print(f"| {name} | {peaks} | {segs} | {new:.1f} | {old:.1f} | {old / new:.1f}x | "
+              f"{new / ten:.2f}x |")
 
 
 if __name__ == "__main__":

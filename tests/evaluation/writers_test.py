@@ -29,10 +29,13 @@ def test_prediction_writer_round_trip(tmp_path):
     assert [a["image_id"] for a in ann] == ["0001_0000_a", "0001_0001_a"]
     ids = formats.read_rgb_ids(tmp_path / "pan_pred/0001_0000_a.png")
     segs = {s["id"]: s for s in ann[0]["segments_info"]}
-    # Deterministic ids semantic * D + instance + 1: the same track keeps its id across frames.
-    assert set(np.unique(ids)) == {0, 2001, 11001, 13002} and set(segs) == {2001, 11001, 13002}
-    assert segs[13002]["category_id"] == 13 and segs[11001]["iscrowd"] == 1
-    assert segs[13002]["area"] == 6 and (ids == 0).sum() == 9
+    # Stuff and crowd: class + 1; each track its own id from 256 on, the same in every frame.
+    assert set(np.unique(ids)) == {0, 3, 12, 256} and set(segs) == {3, 12, 256}
+    assert segs[256]["category_id"] == 13 and segs[256]["track_id"] == 1
+    assert segs[12]["iscrowd"] == 1 and "track_id" not in segs[12]
+    assert segs[256]["area"] == 6 and (ids == 0).sum() == 9
+    assert ann[1]["segments_info"] == ann[0]["segments_info"]
+    assert not (tmp_path / writers.VpsPredictionWriter.JOURNAL).exists()
 
 
 def test_prediction_writer_leaves_no_json_on_error(tmp_path):
@@ -53,8 +56,51 @@ def test_prediction_writer_rejects_bad_input(tmp_path):
     w.add("a_1", np.zeros((2, 2), np.int32))
     with pytest.raises(ValueError, match="added twice"):
         w.add("a_1", np.zeros((2, 2), np.int32))
-    with pytest.raises(ValueError, match="24-bit"):
-        w.add("a_2", np.full((2, 2), 1 << 24, np.int64))
+    with pytest.raises(formats.FormatLimitError, match="class 300"):
+        w.add("a_2", np.full((2, 2), 300_000, np.int64))
+
+
+def test_prediction_writer_tracks_beyond_the_label_divisor_and_its_limit(tmp_path, monkeypatch):
+    w = writers.VpsPredictionWriter(tmp_path, label_divisor=1000, ignore_label=255,
+                                    thing_ids=(11,))
+    segment_map = np.array([[0, 1, 2]])
+    w.add_segments("v_0", segment_map, np.array([11, 11, 0]), np.array([5000, 1, 0]))
+    w.add_segments("v_1", segment_map, np.array([11, 11, 0]), np.array([1, 77777, 0]))
+    w.add_segments("other_0", segment_map, np.array([11, 11, 0]), np.array([9, 8, 0]))
+    w.close()
+    ann = json.loads((tmp_path / "pred.json").read_text())["annotations"]
+    tracks = [{s["track_id"]: s["id"] for s in a["segments_info"] if "track_id" in s}
+              for a in ann]
+    assert tracks == [{5000: 256, 1: 257}, {1: 257, 77777: 258}, {9: 256, 8: 257}]
+    monkeypatch.setattr(formats, "MAX_RGB_ID", 258)
+    w = writers.VpsPredictionWriter(tmp_path / "small", label_divisor=1000, ignore_label=255,
+                                    thing_ids=(11,))
+    with pytest.raises(formats.FormatLimitError, match="tracks per video"):
+        w.add_segments("v_0", segment_map, np.array([11, 11, 11]), np.array([1, 2, 3]))
+
+
+def test_prediction_writer_resumes_from_its_state(tmp_path):
+    kwargs = dict(label_divisor=1000, ignore_label=255, thing_ids=(11, 13))
+    frames = [_frame() + (t % 3) * (t > 0) for t in range(5)]
+    with writers.VpsPredictionWriter(tmp_path / "whole", **kwargs) as w:
+        for t, f in enumerate(frames):
+            w.add(f"v_{t}", f)
+    w = writers.VpsPredictionWriter(tmp_path / "parts", **kwargs)
+    for t, f in enumerate(frames[:3]):
+        w.add(f"v_{t}", f)
+        if t == 1:
+            state = json.loads(json.dumps(w.state()))
+    w.write_json()  # pred.json of the frames so far, then the run "dies" after frame 2.
+    assert len(json.loads((tmp_path / "parts/pred.json").read_text())["annotations"]) == 3
+    w.abort()
+    w = writers.VpsPredictionWriter(tmp_path / "parts", resume=state, **kwargs)
+    for t, f in enumerate(frames[2:], start=2):  # Frame 2 is redone.
+        w.add(f"v_{t}", f)
+    w.close()
+    assert (tmp_path / "parts/pred.json").read_text() == (tmp_path / "whole/pred.json").read_text()
+    with pytest.raises(ValueError, match="expects 9"):
+        writers.VpsPredictionWriter(tmp_path / "parts", resume={"lines": 9, "videos": {}},
+                                    **kwargs)
 
 
 def test_ground_truth_writer(tmp_path):

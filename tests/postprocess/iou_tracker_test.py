@@ -93,3 +93,24 @@ def test_bad_inputs():
         tracker.update(np.zeros((2, 2), np.int32))
     with pytest.raises(ValueError, match="iou_threshold"):
         IoUTracker(thing_ids=(PERSON,), label_divisor=D, iou_threshold=1.0)
+
+
+def test_iou_tracker_equals_the_loop_implementation_and_resumes():
+    from tests.postprocess.loop_reference import LoopIoUTracker
+    from tests.postprocess.stitching_test import _random_scene_pairs
+
+    frames = [n for _, _, n in _random_scene_pairs(3, 16)]
+    new = IoUTracker(thing_ids=(11, 13), label_divisor=1000, max_inactive_frames=2)
+    old = LoopIoUTracker(thing_ids=(11, 13), label_divisor=1000, max_inactive_frames=2)
+    wide = []
+    for t, frame in enumerate(frames):
+        got = new.update(frame)
+        np.testing.assert_array_equal(got, old.update(frame), err_msg=f"frame {t}")
+        wide.append(got)
+        if t == 7:
+            state = {k: np.copy(v) for k, v in new.state_dict().items()}
+    resumed = IoUTracker(thing_ids=(11, 13), label_divisor=1000, max_inactive_frames=2)
+    resumed.load_state_dict(state)
+    for t in range(8, len(frames)):
+        out = resumed.update_wide(frames[t])
+        np.testing.assert_array_equal((out >> 32) * 1000 + (out & 0xFFFFFFFF), wide[t])

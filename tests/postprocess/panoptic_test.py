@@ -134,6 +134,36 @@ def test_grouping_distance_tie_goes_to_the_first_center():
     np.testing.assert_array_equal(fast, [[1, 1, 2], [1, 1, 2]])
 
 
+@pytest.mark.parametrize("num_centers", [7, 300])
+def test_grid_grouping_equals_every_center_compared(num_centers):
+    """The cell candidates never lose the nearest center: random centers (dense ones too),
+    integer offsets (many exact ties), positions far outside the frame, a mask, and vmap."""
+    rng = np.random.default_rng(num_centers)
+    height, width, slots = 40, 70, 320
+    maps, refs, masks, tables = [], [], [], []
+    for example in range(2):
+        flat = rng.choice(height * width, num_centers, replace=False)
+        yx = np.stack(np.divmod(np.sort(flat), width), -1).astype(np.int32)
+        offsets = rng.integers(-12, 13, (height, width, 2)).astype(np.float32)
+        offsets[rng.random((height, width)) < 0.02] *= 40  # far outside the frame
+        if example:
+            offsets += rng.random((height, width, 2)).astype(np.float32) * 0.5
+        valid = np.zeros(slots, bool)
+        valid[:num_centers] = True
+        padded = np.zeros((slots, 2), np.int32)
+        padded[:num_centers] = yx
+        tables.append(panoptic.Centers(padded, valid, valid.astype(np.float32)))
+        maps.append(offsets)
+        refs.append(reference.group_pixels(yx, offsets))
+        masks.append(rng.random((height, width)) < 0.7)
+    batched = jax.tree.map(lambda *x: np.stack(x), *tables)
+    grouped = jax.vmap(panoptic.group_pixels)(batched, np.stack(maps), np.stack(masks))
+    for got, want, mask in zip(np.asarray(grouped), refs, masks):
+        np.testing.assert_array_equal(got[mask], want[mask])
+        assert not got[~mask].any()
+    np.testing.assert_array_equal(np.asarray(panoptic.group_pixels(tables[0], maps[0])), refs[0])
+
+
 def test_no_centers_voids_thing_pixels_instead_of_a_crowd_segment():
     semantic = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
     heat = np.full((2, 4), 0.1, np.float32)  # never > 0.1: no center anywhere

@@ -267,3 +267,108 @@ def test_reference_mode_first_frame_and_new_ids_as_the_notebook():
     stitcher = VideoStitcher(**KW, mode="reference")
     np.testing.assert_array_equal(stitcher.first(p0), p0)
     np.testing.assert_array_equal(stitcher.update(p0, c1, n1), [[11001, 0, 0, 11004]])
+
+
+# --- vectorised tables == the loop-based implementation ------------------------------------
+
+
+def _random_scene_pairs(seed: int, num_frames: int, height: int = 24, width: int = 32):
+    """Pair outputs of many small moving, entering and leaving objects, with noisy fragments
+    (partial overlaps, equal-IoU ties, stuff and void): the cases the tables must get right."""
+    rng = np.random.default_rng(seed)
+    objects = []
+
+    def frame(t, numbering):
+        out = np.where(rng.random((height, width)) < 0.1, 32 * D, ROAD * D).astype(np.int32)
+        out[: height // 5] = 2 * D  # stuff
+        for k, (cls, y, x, vy, vx, h, w, born, dies) in enumerate(objects):
+            if not born <= t < dies:
+                continue
+            y0, x0 = int(y + vy * t), int(x + vx * t)
+            out[max(y0, 0) : max(y0 + h, 0), max(x0, 0) : max(x0 + w, 0)] = (
+                cls * D + numbering[k]
+            )
+        return out
+
+    for _ in range(14):
+        objects.append((int(rng.choice([PERSON, CAR])), rng.integers(0, height), rng.integers(0, width),
+                        rng.integers(-2, 3), rng.integers(-3, 4), rng.integers(2, 7),
+                        rng.integers(2, 7), rng.integers(0, num_frames),
+                        rng.integers(0, num_frames + 3)))
+    pairs = []
+    for t in range(num_frames - 1):
+        shared = rng.permutation(len(objects)) % 9 + 1  # collisions merge some objects
+        raw = rng.permutation(len(objects)) + 1
+        p, c, n = frame(t, shared), frame(t + 1, shared), frame(t + 1, raw)
+        # A few fragments split off the standalone map, and crowd pixels.
+        n[rng.random(n.shape) < 0.03] = PERSON * D + 20
+        n[rng.random(n.shape) < 0.02] = CAR * D
+        pairs.append((p, c, n))
+    return pairs
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"memory_frames": 3, "reid_iou": 0.2}, {"mode": "reference"}],
+    ids=["clean", "clean-memory", "reference"],
+)
+def test_tables_equal_the_loop_implementation(kwargs):
+    from tests.postprocess.loop_reference import LoopVideoStitcher
+
+    for seed in range(6):
+        pairs = _random_scene_pairs(seed, 12)
+        new, old = VideoStitcher(**KW, **kwargs), LoopVideoStitcher(**KW, **kwargs)
+        first = seed % 2 == 0
+        if first:
+            np.testing.assert_array_equal(new.first(pairs[0][0]), old.first(pairs[0][0]))
+        for t, pair in enumerate(pairs):
+            np.testing.assert_array_equal(new.update(*pair), old.update(*pair),
+                                          err_msg=f"seed {seed} pair {t}")
+        np.testing.assert_array_equal(new.first_frame, old.first_frame)
+        assert new.num_tracks == old.num_tracks
+
+
+def test_pair_stitch_equals_the_loop_implementation():
+    from tests.postprocess import loop_reference
+
+    for seed in range(8):
+        for _, c, n in _random_scene_pairs(seed, 6):
+            np.testing.assert_array_equal(
+                two_frame.stitch_pair(c, n, label_divisor=D),
+                loop_reference.stitch_pair(c, n, label_divisor=D),
+            )
+            assert two_frame.pair_matches(c, n, label_divisor=D) == loop_reference.pair_matches(
+                c, n, label_divisor=D
+            )
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"memory_frames": 3, "reid_iou": 0.2}, {"mode": "reference"}]
+)
+def test_saved_state_continues_identically(kwargs):
+    pairs = _random_scene_pairs(7, 14)
+    whole = VideoStitcher(**KW, **kwargs)
+    want = [whole.update_wide(*pair) for pair in pairs]
+    head = VideoStitcher(**KW, **kwargs)
+    for pair in pairs[:6]:
+        head.update_wide(*pair)
+    state = {k: np.copy(v) for k, v in head.state_dict().items()}
+    tail = VideoStitcher(**KW, **kwargs)
+    tail.load_state_dict(state)
+    for t, pair in enumerate(pairs[6:], start=6):
+        np.testing.assert_array_equal(tail.update_wide(*pair), want[t])
+    with pytest.raises(ValueError, match="label_divisor"):
+        VideoStitcher(thing_ids=(11,), label_divisor=100).load_state_dict(state)
+
+
+def test_track_ids_have_no_ceiling_with_wide_ids():
+    """Every frame brings 4 new persons; with D = 10 the narrow API stops at id 9, the wide
+    one keeps counting, and the class is kept."""
+    p0, empty, four = _overflow_pairs()
+    stitcher = VideoStitcher(thing_ids=(1,), label_divisor=10, ignore_label=9)
+    stitcher.first_wide(p0)
+    outs = [stitcher.update_wide(p0 if t == 0 else empty, empty, four) for t in range(40)]
+    last = outs[-1]
+    assert np.all(last[0, :4] >> 32 == 1) and np.all(last[0, 4] == 0)
+    assert (last[0, :4] & 0xFFFFFFFF).tolist() == [159, 160, 161, 162]
+    assert stitcher.num_tracks == 162

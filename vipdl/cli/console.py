@@ -1,4 +1,7 @@
-"""Console hygiene shared by the command-line tools.
+"""Console hygiene and start-up settings shared by the command-line tools.
+
+`enable_compilation_cache` turns on JAX's persistent compilation cache (docs/inference.md#start-up),
+so a second run on frames of the same size loads its compiled programs instead of compiling them.
 
 Orbax and TFDS narrate every checkpoint commit and dataset open at INFO, and orbax warns about
 situations vipdl creates on purpose (restoring through a read-only manager, saving between two
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 _NOISY_PATHS = ("/orbax/", "/tensorflow_datasets/", "/etils/")
 # Orbax/TFDS warnings that describe vipdl's intended use, not a problem.
@@ -44,3 +48,49 @@ def quiet_library_logs() -> None:
     logger = logging.getLogger("absl")
     if _keep not in logger.filters:
         logger.addFilter(_keep)
+
+
+CACHE_ENV = "VIPDL_COMPILATION_CACHE"
+# Compilations faster than this are not worth a disk round trip.
+_MIN_COMPILE_SECONDS = 0.5
+
+
+def compilation_cache_dir() -> Path | None:
+    """Where compiled XLA programs are kept: `$VIPDL_COMPILATION_CACHE`, else
+    `$XDG_CACHE_HOME/vipdl/jax` (default `~/.cache/vipdl/jax`); None when the variable is
+    "0", "off" or empty (cache disabled)."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        if value.strip().lower() in ("", "0", "off", "false", "no"):
+            return None
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vipdl" / "jax"
+
+
+def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path | None:
+    """Turns on JAX's persistent compilation cache (idempotent; call before compiling).
+
+    The cache is keyed by the program, the JAX version and the device, so it is never stale;
+    deleting the directory is always safe (the next run compiles again).
+
+    Args:
+      directory: where to keep it; default `compilation_cache_dir()`.
+
+    Returns:
+      The directory in use, or None if disabled.
+    """
+    import jax
+
+    path = Path(directory) if directory is not None else compilation_cache_dir()
+    if path is None:
+        return None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # A read-only home must not stop a run; it only costs compile time.
+        logging.getLogger(__name__).warning("compilation cache disabled: %s", e)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", _MIN_COMPILE_SECONDS)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         from vipdl.inference import VideoPredictor
         from vipdl.video_evaluation import evaluate_videos
 
+        console.enable_compilation_cache()
         config = (load_config_file(args.config) if args.config
                   else checkpointing.load_config(args.workdir))
         checkpoint = args.checkpoint or args.workdir

@@ -2,37 +2,53 @@
 
     vipdl-predict-video --workdir RUN --input video.mp4 --output OUT \
         [--vps] [--step] [--overlay OUT/overlay.mp4] [--masks] [--depth] [--sheet N] \
-        [--tracker vip|iou] [--batch-size N] [--overwrite]
+        [--tracker vip|iou] [--batch-size N] [--on-bad-frame stop|skip|repeat|keep] \
+        [--resume | --overwrite]
     vipdl-predict-video --config configs/synthetic.py --checkpoint RUN/checkpoints ...
     vipdl-predict-video --export EXPORT_DIR ...       # a StableHLO export (scripts/export.py)
 
 Outputs (any combination; with none chosen: --vps and an overlay video in OUT):
   --vps      OUT/vps/pan_pred/<video>_<frame>.png + OUT/vps/pred.json, the Cityscapes-VPS
-             prediction layout (scored by scripts/eval_vpq.py)
-  --step     OUT/step/<video>/<frame>.png, the KITTI-STEP layout (scripts/eval_stq.py)
+             prediction layout (scored by scripts/eval_vpq.py); up to 16.7 million tracks
+  --step     OUT/step/<video>/<frame>.png, the KITTI-STEP layout (scripts/eval_stq.py); track
+             ids up to 65535
   --overlay  an mp4 or gif with track-consistent colours, boundaries and class/id labels
   --masks    OUT/masks/<class>-<track>/<frame>.png, one binary mask per segment and frame (0/255,
              frames where the segment is absent have no file) + OUT/masks/tracks.json
   --depth    OUT/depth/<frame>.png, uint16 metres * 256 (models with a depth head)
   --sheet N  OUT/overlay_frames.png, the first N overlay frames tiled three per row (a picture
              for docs; the demo's README figure)
+Files are named by the input frame index. Track ids have no upper limit (docs/inference.md).
 
-Everything is written under a temporary name next to OUT and renamed into place at the end, so a
-failed run leaves earlier results untouched. An existing non-empty OUT (or overlay file) is
-refused unless --overwrite. Exit code 1 on bad input (unreadable or empty video, checkpoint that
-does not match the config, existing output).
+Nothing is lost when a run stops: every frame's files are written as soon as it is done (each
+file atomically) and OUT/progress.json says how far it got. On Ctrl-C, SIGTERM, a bad frame or an
+error, everything up to the last finished frame stays in OUT, the message says where the run
+stopped, and `--resume` continues it from the next frame with the same track ids (the tracking
+state is kept in OUT/.resume, saved every --save-every frames and when the run stops).
+Bad frames (frames the decoder reports as damaged or cannot decode, unreadable images) are
+reported by index; --on-bad-frame says what to do: stop (default, keeping what was written),
+skip them, repeat the previous frame, or keep damaged frames as decoded.
+
+An existing non-empty OUT (or overlay file) is refused unless --overwrite (which deletes it first)
+or --resume. Compiled programs are cached (docs/inference.md#start-up). Exit code 1 on bad input
+or a stop at a bad frame, 130 / 143 when interrupted by Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import io
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
+import subprocess
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +57,12 @@ import numpy as np
 
 from vipdl import video_io
 from vipdl.cli import console
+
+PROGRESS_FILE = "progress.json"
+RESUME_DIR = ".resume"
+STATE_FILE = "state.npz"
+_MANIFEST_VERSION = 1
+_MAX_LISTED_BAD_FRAMES = 100
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stitching-mode", choices=("clean", "reference"), default="clean")
     p.add_argument("--batch-size", type=int, default=1, help="frames per device call")
     p.add_argument("--fps", type=float, help="overlay frame rate (default: the input's, or 10)")
+    p.add_argument("--on-bad-frame", choices=video_io.BAD_FRAME_POLICIES, default="stop",
+                   help="frames the decoder reports as damaged or cannot decode: stop (keeping "
+                   "what was written), skip them, repeat the previous frame, or keep damaged "
+                   "ones as decoded (default: stop)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --output from its next frame")
+    p.add_argument("--save-every", type=int, default=100, metavar="N",
+                   help="save the tracking state for --resume every N frames (default 100)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -99,166 +129,565 @@ def default_video_id(input_path: str | os.PathLike) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-") or "video"
 
 
-def check_output_dir(directory: Path, *, overwrite: bool) -> None:
-    """Refuses an existing non-empty output directory unless `overwrite`."""
+def check_output_dir(directory: Path, *, overwrite: bool, resume: bool = False) -> None:
+    """Refuses an existing non-empty output directory unless `overwrite` or `resume`, and a
+    `resume` without an interrupted run there."""
+    directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"--output {directory} exists and is not a directory")
+    if resume:
+        if overwrite:
+            raise ValueError("--resume continues the run in --output; it cannot be combined "
+                             "with --overwrite")
+        manifest = read_progress(directory)
+        if manifest.get("complete"):
+            raise ValueError(f"{directory}: the run there is complete; nothing to resume")
+        return
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+        hint = ""
+        if (directory / PROGRESS_FILE).is_file() and not read_progress(directory).get("complete"):
+            hint = " or --resume to continue the interrupted run there"
         raise FileExistsError(
-            f"output directory {directory} already holds results; pass --overwrite to replace them"
+            f"output directory {directory} already holds results; pass --overwrite to replace "
+            f"them{hint}"
         )
 
 
-def _mask_folder(panoptic_id: int, descriptor) -> str:
-    semantic, instance = divmod(int(panoptic_id), descriptor.label_divisor)
-    name = (descriptor.class_names[semantic] if semantic < descriptor.num_classes
+def read_progress(directory: Path) -> dict[str, Any]:
+    """The progress manifest of an output directory."""
+    path = Path(directory) / PROGRESS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {directory} holds no vipdl-predict-video run "
+                                "to resume")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from None
+    if manifest.get("version") != _MANIFEST_VERSION:
+        raise ValueError(f"{path}: unknown manifest version {manifest.get('version')!r}")
+    return manifest
+
+
+def _mask_folder(semantic: int, track: int, descriptor) -> str:
+    name = (descriptor.class_names[semantic] if 0 <= semantic < descriptor.num_classes
             else f"class{semantic}")
     name = re.sub(r"[^A-Za-z0-9]+", "-", name)
-    return f"{name}-{instance:03d}" if instance > 0 else name
+    return f"{name}-{track:03d}" if track > 0 else name
 
 
 class _MaskWriter:
-    """Per-segment binary masks plus a small track index (constant memory per track)."""
+    """Per-segment binary masks. Keeps nothing per track in memory: each folder holds a
+    `track.json` written when the folder is made, and `close()` indexes the folders."""
 
     def __init__(self, directory: Path, descriptor):
         self.directory = directory
         self.descriptor = descriptor
-        self.tracks: dict[str, dict[str, Any]] = {}
 
-    def add(self, index: int, panoptic: np.ndarray) -> None:
-        from PIL import Image
+    def add(self, index: int, segment_map: np.ndarray, semantic: np.ndarray,
+            track: np.ndarray) -> None:
+        from scipy import ndimage
 
-        ids, inverse = np.unique(panoptic, return_inverse=True)
-        inverse = inverse.reshape(panoptic.shape)
-        for k, panoptic_id in enumerate(ids.tolist()):
-            if panoptic_id // self.descriptor.label_divisor == self.descriptor.ignore_label:
+        from vipdl import formats
+
+        boxes = ndimage.find_objects(segment_map + 1, max_label=len(semantic))
+        for k, box in enumerate(boxes):
+            c, t = int(semantic[k]), int(track[k])
+            if box is None or c == self.descriptor.ignore_label:
                 continue
-            folder = _mask_folder(panoptic_id, self.descriptor)
-            (self.directory / folder).mkdir(parents=True, exist_ok=True)
-            mask = (inverse == k).astype(np.uint8) * 255
-            Image.fromarray(mask).save(self.directory / folder / f"{index:06d}.png")
-            semantic, instance = divmod(panoptic_id, self.descriptor.label_divisor)
-            entry = self.tracks.setdefault(folder, {
-                "panoptic_id": panoptic_id, "class_id": semantic,
-                "class_name": self.descriptor.class_names[semantic]
-                if semantic < self.descriptor.num_classes else None,
-                "track_id": instance, "first_frame": index, "num_frames": 0,
-            })
-            entry["last_frame"] = index
-            entry["num_frames"] += 1
+            folder = self.directory / _mask_folder(c, t, self.descriptor)
+            if not (folder / "track.json").is_file():
+                name = (self.descriptor.class_names[c] if 0 <= c < self.descriptor.num_classes
+                        else None)
+                formats.atomic_write_json(folder / "track.json",
+                                          {"class_id": c, "class_name": name, "track_id": t})
+            mask = np.zeros(segment_map.shape, np.uint8)
+            mask[box] = (segment_map[box] == k) * np.uint8(255)
+            formats.atomic_write_png(folder / f"{index:06d}.png", mask, compress_level=1)
+
+    def drop_after(self, last_index: int) -> None:
+        """Deletes masks of frames after `last_index` (they are redone by a resumed run)."""
+        if not self.directory.is_dir():
+            return
+        for folder in self.directory.iterdir():
+            if folder.is_dir():
+                for png in folder.glob("*.png"):
+                    if int(png.stem) > last_index:
+                        png.unlink()
 
     def close(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / "tracks.json").write_text(json.dumps(self.tracks, indent=1))
+        """Writes tracks.json: per folder its class, track and first / last frame."""
+        from vipdl import formats
+
+        tracks: dict[str, Any] = {}
+        if self.directory.is_dir():
+            for folder in sorted(self.directory.iterdir()):
+                if not folder.is_dir():
+                    continue
+                frames = sorted(int(p.stem) for p in folder.glob("*.png"))
+                if not frames:
+                    continue
+                entry = json.loads((folder / "track.json").read_text())
+                entry.update(first_frame=frames[0], last_frame=frames[-1], num_frames=len(frames))
+                tracks[folder.name] = entry
+        formats.atomic_write_json(self.directory / "tracks.json", tracks)
+
+
+class _OverlayParts:
+    """The overlay video, written as parts that end at every state save (so a resumed run
+    appends parts) and joined into the final file at the end."""
+
+    def __init__(self, path: Path, parts_dir: Path, fps: float, closed_parts: int = 0,
+                 closed_frames: int = 0):
+        self.path = path
+        self.parts_dir = parts_dir
+        self.fps = fps
+        self.closed = closed_parts
+        self.frames = closed_frames  # frames in the closed parts and the open one
+        self.closed_frames = closed_frames
+        self._writer: video_io.VideoWriter | None = None
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self._part_files()[closed_parts:]:  # Frames after the saved state.
+            stale.unlink()
+
+    def _part(self, n: int) -> Path:
+        return self.parts_dir / f"part-{n:05d}{self.path.suffix}"
+
+    def _part_files(self) -> list[Path]:
+        return sorted(p for p in self.parts_dir.glob(f"part-*{self.path.suffix}"))
+
+    def write(self, picture: np.ndarray) -> None:
+        if self._writer is None:
+            self._writer = video_io.VideoWriter(self._part(self.closed), fps=self.fps,
+                                                overwrite=True)
+        self._writer.write(picture)
+        self.frames += 1
+
+    def cut(self) -> None:
+        """Ends the current part (at a state save)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self.closed += 1
+            self.closed_frames = self.frames
+
+    def abort(self) -> None:
+        """Drops the open part (its frames are redone by a resumed run)."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        self.frames = self.closed_frames
+
+    def finish(self) -> None:
+        """Joins the parts into `path` (atomically)."""
+        self.cut()
+        parts = self._part_files()
+        if not parts:
+            raise ValueError(f"{self.path}: no overlay frames were written")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if len(parts) == 1:
+            os.replace(parts[0], self.path)
+            return
+        if self.path.suffix.lower() == ".gif":  # One palette for the whole clip: re-encode.
+            with video_io.VideoWriter(self.path, fps=self.fps, overwrite=True) as writer:
+                for part in parts:
+                    for frame in video_io.read_frames(part):
+                        writer.write(frame)
+            return
+        import imageio_ffmpeg
+
+        listing = self.parts_dir / "parts.txt"
+        listing.write_text("".join(f"file '{p.resolve()}'\n" for p in parts))
+        tmp = self.path.with_name(f".{self.path.stem}.joining{self.path.suffix}")
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(tmp)]
+        with video_io._quiet_fork():
+            result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"{self.path}: joining the overlay parts failed: "
+                             f"{result.stderr.strip()[-300:]}")
+        os.replace(tmp, self.path)
+
+
+class PredictionInterrupted(Exception):
+    """The run was stopped by Ctrl-C or SIGTERM after saving what it had; `summary` says where."""
+
+    def __init__(self, summary: dict[str, Any], signal_name: str):
+        super().__init__(f"interrupted by {signal_name}")
+        self.summary = summary
+        self.signal_name = signal_name
+
+
+class _Signals:
+    """Ctrl-C and SIGTERM ask the run to stop after the current frame; a second Ctrl-C stops
+    at once (the run then resumes from its last saved state)."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _settings(predictor, input_path, outputs: Outputs) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one."""
+    return {
+        "input": str(Path(input_path).resolve()),
+        "video_id": outputs.video_id,
+        "dataset": predictor.descriptor.name,
+        "tracker": predictor.tracker,
+        "stitching_mode": predictor.stitching_mode,
+        "memory_frames": predictor.memory_frames,
+        "vps": outputs.vps,
+        "step": outputs.step,
+        "masks": outputs.masks,
+        "depth": outputs.depth,
+        "overlay": None if outputs.overlay is None else str(Path(outputs.overlay).resolve()),
+        "sheet_frames": outputs.sheet_frames,
+    }
+
+
+def format_limits(outputs: Outputs) -> str | None:
+    """The track limits of the chosen formats, said when a run starts."""
+    from vipdl import formats
+    from vipdl.evaluation import writers
+
+    parts = []
+    if outputs.vps:
+        parts.append(f"VPS layout holds {writers.VPS_MAX_TRACKS:,} tracks per video")
+    if outputs.step:
+        parts.append(f"STEP layout holds track ids up to {formats.STEP_MAX_INSTANCE:,} "
+                     "(16 bits)")
+    if not parts:
+        return None
+    return "; ".join(parts) + "; a run that needs more stops at that frame, keeping the rest"
+
+
+def _save_state(path: Path, tracking: dict[str, np.ndarray], cli: dict[str, Any]) -> None:
+    from vipdl import formats
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **tracking, **{"cli/state": np.array(json.dumps(cli))})
+    formats.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no saved state to resume from (the run stopped before "
+                                "its first frame); start it again with --overwrite")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    cli = json.loads(str(arrays.pop("cli/state")))
+    return arrays, cli
 
 
 def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *,
-                   overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Runs `predictor` on a video file / image folder and writes the chosen outputs.
-
-    All files go to a temporary sibling of `outputs.directory` that replaces it at the end, so an
-    error (bad frame, full disk, Ctrl-C) leaves any previous results intact.
+                   overwrite: bool = False, resume: bool = False, on_bad_frame: str = "stop",
+                   save_every: int = 100, progress: bool = True,
+                   resume_command: str | None = None, log=None,
+                   on_frame=None) -> dict[str, Any]:
+    """Runs `predictor` on a video file / image folder and writes the chosen outputs frame by
+    frame, resumably.
 
     Args:
       predictor: a `vipdl.inference.VideoPredictor`.
       input_path: video file, image folder or image.
       outputs: what to write.
-      overwrite: replace an existing non-empty output directory / overlay file.
+      overwrite: delete an existing output directory / overlay file first.
+      resume: continue the interrupted run in `outputs.directory` (same input and outputs).
+      on_bad_frame: see `video_io.FrameReader`.
+      save_every: frames between saves of the tracking state.
       progress: show a progress bar (tqdm, with frames per second).
+      resume_command: the command that continues this run, for messages.
+      log: called with each message line (default: print to stderr).
+      on_frame: called with the number of finished frames after each frame.
 
     Returns:
-      A summary: frames, seconds, frames per second, number of tracks, written paths.
+      A summary: frames, seconds, frames per second, number of tracks, bad frames, written
+      paths; `complete` is False and `stopped` says where when a bad frame stopped the run.
+
+    Raises:
+      PredictionInterrupted: after Ctrl-C / SIGTERM (what was done is kept and resumable).
+      Anything else that goes wrong is re-raised after the state of the last finished frame is
+      saved and OUT/progress.json records the error.
     """
     from tqdm import tqdm
 
     from vipdl import formats, visualize
     from vipdl.evaluation import writers
+    from vipdl.postprocess import labels
 
+    if save_every < 1:
+        raise ValueError(f"save_every must be >= 1, got {save_every}")
+    if log is None:
+        def log(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
     out_dir = Path(outputs.directory)
-    check_output_dir(out_dir, overwrite=overwrite)
-    if outputs.overlay is not None and outputs.overlay.exists() and not overwrite:
-        raise FileExistsError(f"overlay {outputs.overlay} exists; pass --overwrite to replace it")
+    check_output_dir(out_dir, overwrite=overwrite, resume=resume)
+    overlay_path = None if outputs.overlay is None else Path(outputs.overlay)
+    if overlay_path is not None and overlay_path.exists() and not (overwrite or resume):
+        raise FileExistsError(f"overlay {overlay_path} exists; pass --overwrite to replace it")
     info = video_io.probe(input_path)  # Fails early on unreadable or empty input.
     descriptor = predictor.descriptor
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    overlay_path = outputs.overlay
-    if overlay_path is not None and out_dir.resolve() in overlay_path.resolve().parents:
-        # Inside OUT: write it in the staging dir, it moves with the directory.
-        overlay_path = staging / overlay_path.resolve().relative_to(out_dir.resolve())
+    settings = _settings(predictor, input_path, outputs)
+    resume_dir = out_dir / RESUME_DIR
+    state_path = resume_dir / STATE_FILE
+    tracking_state, saved = None, None
+    if resume:
+        manifest = read_progress(out_dir)
+        changed = {k: (manifest["settings"].get(k), v) for k, v in settings.items()
+                   if manifest["settings"].get(k) != v}
+        if changed:
+            detail = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
+            raise ValueError(f"--resume: the run in {out_dir} was started with other settings "
+                             f"({detail})")
+        tracking_state, saved = _load_state(state_path)
+    else:
+        if out_dir.exists() and overwrite:
+            shutil.rmtree(out_dir)
+        if overlay_path is not None and overlay_path.exists() and overwrite:
+            overlay_path.unlink()
+        out_dir.mkdir(parents=True, exist_ok=True)
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    limits = format_limits(outputs)
+    if limits:
+        log(f"limits: {limits}")
+
+    # --- run state ----------------------------------------------------------------------------
+    done = int(saved["frames_done"]) if saved else 0
+    last_index = int(saved["last_index"]) if saved else -1
+    bad_frames: list[dict[str, Any]] = list(saved["bad_frames"]) if saved else []
+    num_bad = int(saved["num_bad_frames"]) if saved else 0
+    last_bad = int(saved["last_bad_frame"]) if saved else -1
+    elapsed_before = float(saved["seconds"]) if saved else 0.0
+    sheet_dir = resume_dir / "sheet"
     fps = outputs.fps or info.fps or 10.0
-    overlay_writer = None
+
     vps_writer = None
-    masks = _MaskWriter(staging / "masks", descriptor) if outputs.masks else None
-    track_ids: set[int] = set()
-    sheet: list[np.ndarray] = []
+    if outputs.vps:
+        vps_writer = writers.VpsPredictionWriter(
+            out_dir / "vps", label_divisor=descriptor.label_divisor,
+            ignore_label=descriptor.ignore_label, thing_ids=descriptor.thing_ids,
+            resume=saved["vps"] if saved else None)
+    masks = _MaskWriter(out_dir / "masks", descriptor) if outputs.masks else None
+    if masks is not None and saved:
+        masks.drop_after(last_index)
+    overlay = None
+    if overlay_path is not None:
+        overlay = _OverlayParts(overlay_path, resume_dir / "overlay", fps,
+                                closed_parts=int(saved["overlay_parts"]) if saved else 0,
+                                closed_frames=int(saved["frames_done"]) if saved else 0)
+    if saved and sheet_dir.is_dir():
+        for png in sheet_dir.glob("*.png"):
+            if int(png.stem) >= done:
+                png.unlink()
+
+    def report(bad: video_io.BadFrame) -> None:
+        nonlocal num_bad, last_bad
+        if bad.index <= last_bad:  # Met again by a resumed run: already counted.
+            if on_bad_frame != "stop":
+                log(f"warning: {bad.describe()} ({on_bad_frame})")
+            return
+        num_bad += 1
+        last_bad = bad.index
+        if len(bad_frames) < _MAX_LISTED_BAD_FRAMES:
+            bad_frames.append({"frame": bad.index, "damaged": bad.damaged, "reason": bad.reason})
+        action = {"stop": "stopping", "skip": "skipped", "repeat": "replaced by the previous "
+                  "frame", "keep": "kept as decoded" if bad.damaged else "stopping"}[on_bad_frame]
+        log(f"warning: {bad.describe()} ({action})")
+
+    reader = video_io.FrameReader(input_path, on_bad_frame=on_bad_frame,
+                                  start=max(last_index, 0), on_report=report)
+    pending: collections.deque[int] = collections.deque()
+
+    def frames():
+        for index, frame in reader:
+            pending.append(index)
+            yield frame
+
     start = time.perf_counter()
-    count = 0
+    snapshot = None  # (tracking snapshot, cli state) of the last finished frame
+    vps_snapshot = None
+    status: dict[str, Any] = {"complete": False, "stopped": None, "error": None,
+                              "saved_frames": done if saved else None}
+
+    def seconds() -> float:
+        return round(elapsed_before + time.perf_counter() - start, 3)
+
+    def _summary() -> dict[str, Any]:
+        took = seconds()
+        return {
+            "input": str(input_path),
+            "frames": done,
+            "last_index": last_index,
+            "seconds": took,
+            "fps": round(done / took, 3) if took > 0 else None,
+            "tracks": stream.num_tracks,
+            "video_id": outputs.video_id,
+            "complete": status["complete"],
+            "stopped": status["stopped"],
+            "bad_frames": bad_frames,
+            "num_bad_frames": num_bad,
+            "outputs": [p for p, on in (("vps", outputs.vps), ("step", outputs.step),
+                                        ("masks", outputs.masks), ("depth", outputs.depth),
+                                        ("overlay_frames.png", outputs.sheet_frames > 0))
+                        if on],
+            **({"overlay": str(overlay_path)} if overlay_path is not None else {}),
+        }
+
+    def cli_state() -> dict[str, Any]:
+        return {"frames_done": done, "last_index": last_index, "seconds": seconds(),
+                "overlay_parts": overlay.closed if overlay is not None else 0,
+                "vps": vps_snapshot}
+
+    def write_manifest(saved_frames: int | None = None) -> None:
+        if saved_frames is not None:
+            status["saved_frames"] = saved_frames
+        manifest = {
+            "version": _MANIFEST_VERSION, "complete": status["complete"],
+            "frames_done": done, "last_index": last_index,
+            "frames_estimated": info.num_frames, "saved_frames": status["saved_frames"],
+            "stopped": status["stopped"], "error": status["error"],
+            "bad_frames": bad_frames, "num_bad_frames": num_bad, "seconds": seconds(),
+            "resume_command": resume_command, "settings": settings,
+        }
+        formats.atomic_write_json(out_dir / PROGRESS_FILE, manifest)
+
+    def save() -> None:
+        """Saves the state of the last finished frame (every output is complete up to it)."""
+        if snapshot is None:
+            return
+        if overlay is not None:
+            if overlay.frames != snapshot[1]["frames_done"]:
+                # The open part holds a frame past the snapshot: keep the last saved state
+                # (its parts are whole) and redo the frames after it.
+                overlay.abort()
+                return
+            overlay.cut()
+        tracking, cli = snapshot
+        # Bad frames met since that frame are in too: a resumed run meets them again and
+        # does not count them twice.
+        cli = dict(cli, overlay_parts=overlay.closed if overlay is not None else 0,
+                   vps=vps_snapshot, bad_frames=bad_frames, num_bad_frames=num_bad,
+                   last_bad_frame=last_bad)
+        _save_state(state_path, tracking(), cli)
+        write_manifest(saved_frames=cli["frames_done"])
+
+    def partial_outputs() -> None:
+        """Makes what was written usable as it is (pred.json, tracks.json) without closing."""
+        if vps_writer is not None and done:
+            vps_writer.write_json()
+        if masks is not None:
+            masks.close()
+
+    stream = predictor.predict(frames(), resume=tracking_state)
+    if resume:
+        log(f"resuming after frame {last_index} ({done} frames done)")
+    bar = tqdm(total=info.num_frames, initial=done, unit="frame", disable=not progress,
+               dynamic_ncols=True)
+    signals = _Signals()
     try:
-        if overlay_path is not None:
-            overlay_writer = video_io.VideoWriter(overlay_path, fps=fps, overwrite=True)
-        if outputs.vps:
-            vps_writer = writers.VpsPredictionWriter(
-                staging / "vps", label_divisor=descriptor.label_divisor,
-                ignore_label=descriptor.ignore_label, thing_ids=descriptor.thing_ids)
-        bar = tqdm(total=info.num_frames, unit="frame", disable=not progress, dynamic_ncols=True)
-        with bar:
-            for pred in predictor.predict(video_io.read_frames(input_path)):
-                panoptic, index = pred.panoptic, pred.index
-                things = np.unique(panoptic[np.isin(panoptic // descriptor.label_divisor,
-                                                    descriptor.thing_ids)])
-                track_ids.update(int(v) for v in things if v % descriptor.label_divisor)
+        with bar, signals:
+            if resume and tracking_state is not None:
+                pending_prime = True
+            else:
+                pending_prime = False
+            for pred in stream:
+                if pending_prime:  # The frame that restored the model state: not redone.
+                    pending.popleft()
+                    pending_prime = False
+                index = pending.popleft()
+                semantic, track = labels.split_wide(pred.segments)
                 if vps_writer is not None:
-                    vps_writer.add(f"{outputs.video_id}_{index:06d}", panoptic)
+                    vps_writer.add_segments(f"{outputs.video_id}_{index:06d}", pred.segment_map,
+                                            semantic, track)
                 if outputs.step:
-                    formats.write_step_png(
-                        staging / "step" / outputs.video_id / f"{index:06d}.png", panoptic,
-                        label_divisor=descriptor.label_divisor)
+                    formats.write_step_segments(
+                        out_dir / "step" / outputs.video_id / f"{index:06d}.png",
+                        pred.segment_map, semantic, track)
                 if outputs.depth and pred.depth is not None:
-                    formats.write_depth_png(staging / "depth" / f"{index:06d}.png", pred.depth)
+                    formats.write_depth_png(out_dir / "depth" / f"{index:06d}.png", pred.depth)
                 if masks is not None:
-                    masks.add(index, panoptic)
-                if overlay_writer is not None or len(sheet) < outputs.sheet_frames:
-                    picture = visualize.overlay(pred.image, panoptic, descriptor=descriptor)
-                    if overlay_writer is not None:
-                        overlay_writer.write(picture)
-                    if len(sheet) < outputs.sheet_frames:
-                        sheet.append(picture)
-                count += 1
+                    masks.add(index, pred.segment_map, semantic, track)
+                if overlay is not None or done < outputs.sheet_frames:
+                    picture = visualize.overlay_segments(pred.image, pred.segment_map, semantic,
+                                                         track, descriptor=descriptor)
+                    if done < outputs.sheet_frames:
+                        formats.atomic_write_png(sheet_dir / f"{done:06d}.png", picture)
+                    if overlay is not None:  # Last: a failure before it leaves parts whole.
+                        overlay.write(picture)
+                done += 1
+                last_index = index
+                vps_snapshot = vps_writer.state() if vps_writer is not None else None
+                snapshot = (stream.snapshot(), cli_state())
                 bar.update(1)
+                write_manifest()
+                if on_frame is not None:
+                    on_frame(done)
+                if done % save_every == 0:
+                    save()
+                if signals.received is not None:
+                    break
+            if signals.received is not None:
+                save()
+                partial_outputs()
+                status["stopped"] = {"after_frame": last_index,
+                                     "reason": f"interrupted by {signals.received}"}
+                write_manifest()
+                raise PredictionInterrupted(_summary(), signals.received)
+        if reader.stopped is not None:
+            save()
+            partial_outputs()
+            status["stopped"] = {"frame": reader.stopped.index, "after_frame": last_index,
+                                 "reason": reader.stopped.describe()}
+            write_manifest()
+            return _summary()
+        # Complete: the final files.
         if vps_writer is not None:
             vps_writer.close()
         if masks is not None:
             masks.close()
-        if overlay_writer is not None:
-            overlay_writer.close()
+        if overlay is not None:
+            overlay.finish()
+        sheet = sorted(sheet_dir.glob("*.png")) if sheet_dir.is_dir() else []
         if sheet:
-            from PIL import Image
-
-            Image.fromarray(visualize.contact_sheet(sheet, columns=3)).save(
-                staging / "overlay_frames.png")
-        seconds = time.perf_counter() - start
-        summary = {
-            "input": str(input_path),
-            "frames": count,
-            "seconds": round(seconds, 3),
-            "fps": round(count / seconds, 3) if seconds > 0 else None,
-            "tracks": len(track_ids),
-            "video_id": outputs.video_id,
-            "outputs": [p for p, on in (("vps", outputs.vps), ("step", outputs.step),
-                                        ("masks", outputs.masks), ("depth", outputs.depth),
-                                        ("overlay_frames.png", bool(sheet))) if on],
-        }
-        (staging / "summary.json").write_text(json.dumps(summary, indent=1))
-        formats.replace_dir(staging, out_dir)
-    except BaseException:
-        if overlay_writer is not None:
-            overlay_writer.abort()
-        shutil.rmtree(staging, ignore_errors=True)
+            formats.atomic_write_png(out_dir / "overlay_frames.png", visualize.contact_sheet(
+                [formats.read_png(p)[..., :3] for p in sheet], columns=3))
+        status["complete"] = True
+        summary = _summary()
+        formats.atomic_write_json(out_dir / "summary.json", summary)
+        write_manifest()
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        return summary
+    except PredictionInterrupted:
         raise
-    if outputs.overlay is not None:
-        summary["overlay"] = str(outputs.overlay)
-    return summary
+    except BaseException as e:
+        # Keep everything up to the last finished frame, resumable.
+        try:
+            save()
+            partial_outputs()
+        except Exception:  # noqa: BLE001 - the original error matters more.
+            pass
+        status["error"] = f"{type(e).__name__}: {e}"
+        status["stopped"] = {"after_frame": last_index, "reason": status["error"]}
+        write_manifest()
+        raise
+    finally:
+        if vps_writer is not None:
+            vps_writer.abort()
 
 
 def load_config_file(spec: str):
@@ -311,7 +740,29 @@ def build_predictor(args: argparse.Namespace):
                                           which=args.which, **overrides)
 
 
+def _resume_command(argv: list[str]) -> str:
+    """The command line that continues this run: the same arguments, --resume instead of
+    --overwrite."""
+    args = [a for a in argv if a not in ("--overwrite", "--resume")]
+    return " ".join(shlex.quote(a) for a in ["vipdl-predict-video", *args, "--resume"])
+
+
+def _where(out_dir: Path) -> str:
+    """Where the run in `out_dir` stopped, from its manifest."""
+    try:
+        manifest = read_progress(out_dir)
+    except (FileNotFoundError, ValueError):
+        return ""
+    done, last = manifest["frames_done"], manifest["last_index"]
+    if not done:
+        return "no frame was finished"
+    total = manifest.get("frames_estimated")
+    of = f" of about {total}" if total else ""
+    return f"{done} frames{of} are done, up to frame {last}, in {out_dir}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     console.quiet_library_logs()
     out_dir = Path(args.output)
@@ -323,24 +774,47 @@ def main(argv: list[str] | None = None) -> int:
         directory=out_dir, vps=args.vps, step=args.step, overlay=overlay, masks=args.masks,
         depth=args.depth, video_id=args.video_id or default_video_id(args.input), fps=args.fps,
         sheet_frames=args.sheet)
+    resume_command = _resume_command(argv)
+    started = False
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.sheet < 0:
             raise ValueError(f"--sheet must be >= 0 frames, got {args.sheet}")
+        if args.save_every < 1:
+            raise ValueError(f"--save-every must be >= 1, got {args.save_every}")
         # Cheap checks before the (slow) model load.
-        check_output_dir(out_dir, overwrite=args.overwrite)
-        if overlay is not None and overlay.exists() and not args.overwrite:
+        check_output_dir(out_dir, overwrite=args.overwrite, resume=args.resume)
+        if (overlay is not None and overlay.exists() and not args.overwrite
+                and not args.resume):
             raise FileExistsError(f"overlay {overlay} exists; pass --overwrite to replace it")
         video_io.probe(args.input)
+        console.enable_compilation_cache()
         predictor = build_predictor(args)
+        started = True
         summary = run_prediction(predictor, args.input, outputs, overwrite=args.overwrite,
-                                 progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+                                 resume=args.resume, on_bad_frame=args.on_bad_frame,
+                                 save_every=args.save_every, progress=not args.no_progress,
+                                 resume_command=resume_command)
+    except PredictionInterrupted as e:
+        print(f"interrupted ({e.signal_name}): {_where(out_dir)}.\nContinue with: "
+              f"{resume_command}", file=sys.stderr)
+        return 130 if e.signal_name == "SIGINT" else 143
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
+        where = _where(out_dir) if started else ""
+        if where:
+            print(f"stopped: {where}.\nContinue with: {resume_command}", file=sys.stderr)
         return 1
+    if not summary["complete"]:
+        stop = summary["stopped"]
+        print(f"stopped at {stop['reason']}.\n{_where(out_dir)} (pred.json and tracks.json "
+              f"cover them).\nContinue past it with: {resume_command} --on-bad-frame "
+              "skip|repeat|keep", file=sys.stderr)
+        return 1
+    bad = f", {summary['num_bad_frames']} bad frames" if summary["num_bad_frames"] else ""
     print(f"{summary['frames']} frames in {summary['seconds']:.1f} s "
-          f"({summary['fps']} frames/s), {summary['tracks']} tracks -> {out_dir}")
+          f"({summary['fps']} frames/s), {summary['tracks']} tracks{bad} -> {out_dir}")
     return 0
 
 

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from vipdl import parallel
 
+    console.enable_compilation_cache()
     # Before anything touches a device.
     parallel.initialize_distributed(
         coordinator_address=fv.coordinator_address,

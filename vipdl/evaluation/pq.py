@@ -221,12 +221,18 @@ def merge_pair_counts(parts: Sequence[PairCounts]) -> PairCounts:
     count = np.concatenate([p.count for p in parts])
     if gt.size == 0:
         return PairCounts.empty()
-    if gt.max() >= 1 << 31 or pred.max() >= 1 << 31:
-        raise ValueError("segment ids must be < 2^31")
-    keys, inv = np.unique((gt << 32) | pred, return_inverse=True)
+    if gt.max() < 1 << 31 and pred.max() < 1 << 31:
+        keys, inv = np.unique((gt << 32) | pred, return_inverse=True)
+        total = np.zeros(len(keys), np.int64)
+        np.add.at(total, inv.ravel(), count)
+        return PairCounts(keys >> 32, keys & 0xFFFFFFFF, total)
+    # Wide ids (e.g. tracked predictions `class << 32 | track`): pack dense indices instead.
+    gvals, gi = np.unique(gt, return_inverse=True)
+    pvals, pi = np.unique(pred, return_inverse=True)
+    keys, inv = np.unique(gi.ravel() * len(pvals) + pi.ravel(), return_inverse=True)
     total = np.zeros(len(keys), np.int64)
     np.add.at(total, inv.ravel(), count)
-    return PairCounts(keys >> 32, keys & 0xFFFFFFFF, total)
+    return PairCounts(gvals[keys // len(pvals)], pvals[keys % len(pvals)], total)
 
 
 # --- Matching -----------------------------------------------------------------------------

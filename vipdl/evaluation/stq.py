@@ -28,7 +28,8 @@ from vipdl.evaluation.readers import EvalInputError, StepFrame
 from vipdl.evaluation.vpq import map_videos
 
 _EPSILON = 1e-15
-_INSTANCE_BITS = 16  # STEP PNGs store the instance in G * 256 + B (`formats.read_step_png`).
+# Track keys are (class << 32 | instance) + 1: any instance id of a tracked prediction fits.
+_INSTANCE_BITS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,7 @@ def frame_stats(gt: np.ndarray, pred: np.ndarray, opts: StqOptions) -> SequenceS
 
     Args:
       gt, pred: int [height, width, 2] = (semantic, instance) of ground truth and prediction;
-        instance < 2^16.
+        instance < 2^32.
       opts: label convention.
     """
     size = opts.matrix_size
@@ -93,11 +94,7 @@ def frame_stats(gt: np.ndarray, pred: np.ndarray, opts: StqOptions) -> SequenceS
     sel = g_mask | p_mask
     g_keys = np.where(g_mask, ((gs << _INSTANCE_BITS) | gi) + 1, 0)[sel]
     p_keys = np.where(p_mask, ((ps << _INSTANCE_BITS) | pi) + 1, 0)[sel]
-    if g_keys.size:
-        keys, count = np.unique((g_keys << 32) | p_keys, return_counts=True)
-        tracks = pq.PairCounts(keys >> 32, keys & 0xFFFFFFFF, count.astype(np.int64))
-    else:
-        tracks = pq.PairCounts.empty()
+    tracks = pq.pair_counts(g_keys, p_keys) if g_keys.size else pq.PairCounts.empty()
     return SequenceStats(confusion, tracks, 1)
 
 
@@ -220,14 +217,20 @@ def evaluate_arrays(
     opts: StqOptions,
     *,
     label_divisor: int,
+    pred_label_divisor: int | None = None,
 ) -> StqResult:
-    """STQ of in-memory sequences of (gt, pred) int panoptic maps `semantic * D + instance`."""
+    """STQ of in-memory sequences of (gt, pred) int panoptic maps `semantic * D + instance`.
+
+    `pred_label_divisor`: the predictions' D when it differs, e.g. 2^32 for `class << 32 |
+    track`.
+    """
+    pred_divisor = label_divisor if pred_label_divisor is None else int(pred_label_divisor)
     per_seq = {}
     for seq, frames in sequences.items():
         stats = []
         for gt, pred in frames:
             g = np.stack(np.divmod(np.asarray(gt, np.int64), label_divisor), axis=-1)
-            p = np.stack(np.divmod(np.asarray(pred, np.int64), label_divisor), axis=-1)
+            p = np.stack(np.divmod(np.asarray(pred, np.int64), pred_divisor), axis=-1)
             stats.append(frame_stats(g, p, opts))
         per_seq[seq] = merge(stats)
     return StqResult(per_seq, opts)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -141,11 +141,29 @@ def _vps_tables(frames: Sequence[VpsFrame]) -> tuple[pq.SegmentTable, pq.Segment
     return pq.SegmentTable.from_mapping(gt_cat, gt_flag), pq.SegmentTable.from_mapping(pred_cat)
 
 
-def _vps_video(args: tuple[tuple[VpsFrame, ...], int, tuple[int, ...]]):
-    frames, num_classes, window_sizes = args
-    gt_table, pred_table = _vps_tables(frames)
-    pairs = [vps_frame_pairs(f) for f in frames]
-    return windows_stats(pairs, gt_table, pred_table, num_classes, window_sizes)
+def map_frames(fn: Callable, items: Sequence, *, workers: int = 1) -> Iterator:
+    """`fn(item)` for each item, in order, lazily; with `workers` > 1 over a process pool.
+
+    Frame-sized tasks keep the workers evenly busy whatever the video lengths, and the caller
+    consumes (accumulates) results while the workers decode the next frames.
+    """
+    if workers <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    with _pool_context().Pool(min(workers, len(items))) as pool:
+        yield from pool.imap(fn, items, chunksize=2)
+
+
+def _pool_context():
+    """fork when this process runs no other thread (the evaluation CLIs: workers start at once,
+    nothing is re-imported), else spawn (safe with JAX / TF threads, ~1 s to start a worker)."""
+    import sys
+    import threading
+
+    if (threading.active_count() == 1 and "jax" not in sys.modules
+            and "fork" in multiprocessing.get_all_start_methods()):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def map_videos(
@@ -165,8 +183,7 @@ def map_videos(
                 if bar is not None:
                     bar.update()
         else:
-            ctx = multiprocessing.get_context("spawn")  # Safe with threads (JAX, TF) loaded.
-            with ctx.Pool(min(workers, len(tasks))) as pool:
+            with _pool_context().Pool(min(workers, len(tasks))) as pool:
                 for r in pool.imap(fn, tasks):
                     results.append(r)
                     if bar is not None:
@@ -196,14 +213,35 @@ def evaluate_vps(
     """
     sizes = check_window_sizes(window_sizes)
     num_classes = max(dataset.categories) + 1
-    tasks = [(frames, num_classes, sizes) for frames in dataset.videos.values()]
-    per_video = map_videos(_vps_video, tasks, workers=workers, progress=progress, desc="VPQ")
+    videos = list(dataset.videos.values())
+    # Tables first (JSON only), so a bad file is reported before any PNG is decoded.
+    tables = [_vps_tables(frames) for frames in videos]
+    pairs = map_frames(vps_frame_pairs, [f for frames in videos for f in frames],
+                       workers=workers)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(videos), desc="VPQ", unit="video")
+    total = {n: pq.PQStats.zeros(num_classes) for n in sizes}
+    try:
+        for frames, (gt_table, pred_table) in zip(videos, tables):
+            video_pairs = [next(pairs) for _ in frames]
+            for n, s in windows_stats(video_pairs, gt_table, pred_table, num_classes,
+                                      sizes).items():
+                total[n] += s
+            if bar is not None:
+                bar.update()
+    finally:
+        pairs.close()
+        if bar is not None:
+            bar.close()
     return VpqResult(
-        stats=_sum(per_video, sizes, num_classes),
+        stats=total,
         thing_ids=dataset.thing_ids,
         stuff_ids=dataset.stuff_ids,
         annotation_stride=annotation_stride,
-        num_videos=len(tasks),
+        num_videos=len(videos),
     )
 
 
@@ -233,6 +271,7 @@ def video_stats_from_arrays(
     label_divisor: int,
     ignore_label: int,
     window_sizes: Sequence[int] = (1, 2, 3, 4),
+    pred_label_divisor: int | None = None,
 ) -> dict[int, pq.PQStats]:
     """VPQ statistics of one video given as in-memory panoptic maps.
 
@@ -242,6 +281,8 @@ def video_stats_from_arrays(
         instance 0 in the ground truth. A (class, instance) pair is one tube across frames.
       num_classes, thing_ids, label_divisor, ignore_label: the label convention.
       window_sizes: window lengths in frames.
+      pred_label_divisor: the predictions' divisor when it differs from the ground truth's,
+        e.g. 2^32 for tracked predictions as `class << 32 | track` (any number of tracks).
 
     Returns:
       window size -> PQStats summed over the windows of this video.
@@ -249,10 +290,11 @@ def video_stats_from_arrays(
     if len(gt) != len(pred):
         raise ValueError(f"{len(gt)} ground-truth frames but {len(pred)} predicted frames")
     things = set(int(t) for t in thing_ids)
+    pred_divisor = label_divisor if pred_label_divisor is None else int(pred_label_divisor)
     frames, gt_cat, gt_flag, pred_cat = [], {0: -1}, {0: pq.VOID}, {}
     for i, (g, p) in enumerate(zip(gt, pred)):
         gk = panoptic_to_keys(g, label_divisor=label_divisor, ignore_label=ignore_label)
-        pk = panoptic_to_keys(p, label_divisor=label_divisor, ignore_label=ignore_label)
+        pk = panoptic_to_keys(p, label_divisor=pred_divisor, ignore_label=ignore_label)
         if gk.shape != pk.shape:
             raise ValueError(f"frame {i}: gt shape {gk.shape} != prediction shape {pk.shape}")
         pairs = pq.pair_counts(gk, pk)
@@ -262,7 +304,7 @@ def video_stats_from_arrays(
             gt_cat[key] = cat
             gt_flag[key] = pq.CROWD if (cat in things and inst == 0) else pq.NORMAL
         for key in np.unique(pairs.pred[pairs.pred > 0]).tolist():
-            cat = (key - 1) // label_divisor
+            cat = (key - 1) // pred_divisor
             _check_class(cat, num_classes, f"prediction frame {i}")
             pred_cat[key] = cat
         frames.append(pairs)
@@ -284,10 +326,12 @@ def evaluate_arrays(
     ignore_label: int,
     window_sizes: Sequence[int] = (1, 2, 3, 4),
     annotation_stride: int = 1,
+    pred_label_divisor: int | None = None,
 ) -> VpqResult:
     """VPQ over videos given as (gt frames, predicted frames) in memory.
 
     PQ of single images is `window_sizes=(1,)` (each image may be its own one-frame video).
+    `pred_label_divisor`: see `video_stats_from_arrays`.
     """
     sizes = check_window_sizes(window_sizes)
     per_video, count = [], 0
@@ -301,6 +345,7 @@ def evaluate_arrays(
                 label_divisor=label_divisor,
                 ignore_label=ignore_label,
                 window_sizes=sizes,
+                pred_label_divisor=pred_label_divisor,
             )
         )
         count += 1

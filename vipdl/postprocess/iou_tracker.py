@@ -1,4 +1,4 @@
-"""IoU tracker for per-frame panoptic predictions: the tracking-free baseline (spec §8.4).
+"""IoU tracker for per-frame panoptic predictions: the tracking-free baseline.
 
 Run Panoptic-DeepLab (or ViP-DeepLab's frame-t output) frame by frame and give instances
 track ids by mask IoU with the previous frames, as deeplab2's `tracker/iou_tracker.py` does.
@@ -10,6 +10,11 @@ between the current instance masks and the last masks of the class's active trac
 needs IoU > `iou_threshold`. Matched tracks take the current mask; unmatched instances start
 new tracks (one global id counter from 1); unmatched tracks age by one frame and are deleted
 once inactive for more than `max_inactive_frames` frames. Stuff, crowd and void pass through.
+
+`update_wide` returns wide ids (`class << 32 | track`, `vipdl.postprocess.labels`), so a video
+may have any number of tracks; `update` returns `class * D + track` and raises
+`TrackIdOverflowError` where a track id reaches D. The IoUs of all of a frame's instances with
+all kept tracks come from one bincount of (track, segment) pairs over the tracks' pixels.
 
 Usage::
 
@@ -24,15 +29,21 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import optimize
 
-from vipdl.postprocess.stitching import TrackIdOverflowError
+from vipdl.postprocess import labels
+from vipdl.postprocess.labels import TRACK_BITS, TrackIdOverflowError
+
+__all__ = ["IoUTracker", "TrackIdOverflowError"]
+
+_STATE_VERSION = 1
 
 
 class IoUTracker:
-    """Stateful numpy IoU tracker; call `update` once per frame, `reset` between videos.
+    """Stateful numpy IoU tracker; call `update` / `update_wide` once per frame, `reset`
+    between videos.
 
     Args:
       thing_ids: classes to track.
-      label_divisor: D of `class * D + instance`; track ids stay < D.
+      label_divisor: D of the per-frame `class * D + instance` maps.
       iou_threshold: a match needs IoU strictly greater than this.
       max_inactive_frames: a track unmatched for more than this many frames is deleted.
     """
@@ -68,6 +79,11 @@ class IoUTracker:
         """Track ids currently kept, per class."""
         return {c: sorted(t) for c, t in self._tracks.items()}
 
+    @property
+    def num_tracks(self) -> int:
+        """Track ids handed out so far."""
+        return self._next_id - 1
+
     def update(self, panoptic: np.ndarray) -> np.ndarray:
         """Tracks one frame.
 
@@ -78,9 +94,26 @@ class IoUTracker:
           int32 [height, width] with instance ids replaced by track ids.
 
         Raises:
-          TrackIdOverflowError: if a new track id would reach the label divisor (the state is
-            left as before the call).
+          TrackIdOverflowError: if a track id reaches the label divisor (the state is left as
+            before the call; `update_wide` has no such limit).
         """
+        index, out, commit = self._step(panoptic)
+        narrow = labels.wide_to_panoptic(out, self.label_divisor, what="IoU tracker frame")
+        commit()
+        return narrow[index]
+
+    def update_wide(self, panoptic: np.ndarray) -> np.ndarray:
+        """`update` with wide ids: int64 [height, width] `class << 32 | track`."""
+        index, segments = self.update_segments(panoptic)
+        return segments[index]
+
+    def update_segments(self, panoptic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`update_wide` as a segment table: (index int32 [h, w], wide ids int64 [k])."""
+        index, out, commit = self._step(panoptic)
+        commit()
+        return index, out
+
+    def _step(self, panoptic: np.ndarray):
         panoptic = np.asarray(panoptic)
         if panoptic.ndim != 2:
             raise ValueError(f"panoptic must be [height, width], got shape {panoptic.shape}")
@@ -90,48 +123,47 @@ class IoUTracker:
                 "between videos"
             )
         d = self.label_divisor
-        labels, inverse = np.unique(panoptic.reshape(-1).astype(np.int64), return_inverse=True)
-        inverse = inverse.reshape(-1)
-        areas = np.bincount(inverse, minlength=len(labels))
-        is_instance = (labels % d > 0) & np.isin(labels // d, self.thing_ids)
-        # Pixel lists (sorted flat indices) of the instances only: one stable sort of their
-        # pixels instead of one full-image scan per instance.
-        instance_pixels = np.flatnonzero(is_instance[inverse])
-        order = instance_pixels[np.argsort(inverse[instance_pixels], kind="stable")]
-        bounds = np.searchsorted(inverse[order], np.arange(len(labels) + 1))
+        values, index, areas = labels.dense(panoptic, what="panoptic")
+        semantic, instance = values // d, values % d
+        out = (semantic << TRACK_BITS) | instance
+        is_instance = (instance > 0) & np.isin(semantic, self.thing_ids)
+        instances_all = np.flatnonzero(is_instance)
+        pixels = dict(zip(instances_all.tolist(), labels.segment_pixels(index, instances_all)))
+
+        # IoU of every kept track with every segment of the frame, one bincount.
+        kept = [(cls, tid, mask) for cls in self.thing_ids
+                for tid, (mask, _) in self._tracks[cls].items()]
+        inter = labels.intersections([m for _, _, m in kept], index, len(values))
+        row = {(cls, tid): r for r, (cls, tid, _) in enumerate(kept)}
 
         new_tracks = {c: dict(t) for c, t in self._tracks.items()}
-        mapping: dict[int, int] = {}
         next_id = self._next_id
         for cls in self.thing_ids:
-            instances = np.flatnonzero(is_instance & (labels // d == cls))
+            instances = np.flatnonzero(is_instance & (semantic == cls))
             tracks = new_tracks[cls]
             track_ids = list(tracks)
-            iou = np.zeros((len(instances), len(track_ids)))
-            for j, tid in enumerate(track_ids):
-                # Intersections of this track's last mask with every current label at once.
-                inter = np.bincount(inverse[tracks[tid][0]], minlength=len(labels))[instances]
-                iou[:, j] = inter / (areas[instances] + len(tracks[tid][0]) - inter)
+            rows = np.array([row[(cls, t)] for t in track_ids], np.int64)
+            if len(rows):
+                shared = inter[rows][:, instances].T  # [instances, tracks]
+                sizes = np.array([len(tracks[t][0]) for t in track_ids], np.int64)
+                iou = shared / (areas[instances][:, None] + sizes[None, :] - shared)
+            else:
+                iou = np.zeros((len(instances), 0))
             matched_instances, matched_tracks = set(), set()
             if iou.size:
-                rows, cols = optimize.linear_sum_assignment(-iou)
-                for i, j in zip(rows.tolist(), cols.tolist()):
+                rows_i, cols = optimize.linear_sum_assignment(-iou)
+                for i, j in zip(rows_i.tolist(), cols.tolist()):
                     if iou[i, j] > self.iou_threshold:
                         matched_instances.add(i)
                         matched_tracks.add(j)
-                        k = instances[i]
-                        tracks[track_ids[j]] = (order[bounds[k] : bounds[k + 1]], 0)
-                        mapping[int(labels[k])] = cls * d + track_ids[j]
+                        k = int(instances[i])
+                        tracks[track_ids[j]] = (pixels[k], 0)
+                        out[k] = (cls << TRACK_BITS) | track_ids[j]
             for i, k in enumerate(instances.tolist()):
                 if i in matched_instances:
                     continue
-                if next_id >= d:
-                    raise TrackIdOverflowError(
-                        f"new track id {next_id} would reach label_divisor={d}; use a larger "
-                        "label divisor or split the video"
-                    )
-                tracks[next_id] = (order[bounds[k] : bounds[k + 1]], 0)
-                mapping[int(labels[k])] = cls * d + next_id
+                tracks[next_id] = (pixels[k], 0)
+                out[k] = (cls << TRACK_BITS) | next_id
                 next_id += 1
             for j, tid in enumerate(track_ids):
                 if j in matched_tracks:
@@ -142,6 +174,57 @@ class IoUTracker:
                 else:
                     tracks[tid] = (mask, inactive + 1)
 
-        self._tracks, self._next_id, self._shape = new_tracks, next_id, panoptic.shape
-        new_labels = np.array([mapping.get(int(v), int(v)) for v in labels], np.int64)
-        return new_labels[inverse].reshape(panoptic.shape).astype(np.int32)
+        def commit():
+            self._tracks, self._next_id, self._shape = new_tracks, next_id, panoptic.shape
+
+        return index, out, commit
+
+    # --- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The tracker's state after the last frame, as numpy arrays (for `np.savez`)."""
+        return self.snapshot()()
+
+    def snapshot(self):
+        """A `() -> state_dict()` of the current state, O(1) now (see
+        `VideoStitcher.snapshot`)."""
+        captured = (self._tracks, self._next_id, self._shape)
+        return lambda: self._state_of(*captured)
+
+    def _state_of(self, tracks, next_id, shape) -> dict[str, np.ndarray]:
+        rows = [(cls, tid, mask, inactive) for cls in self.thing_ids
+                for tid, (mask, inactive) in sorted(tracks[cls].items())]
+        return {
+            "version": np.int64(_STATE_VERSION),
+            "label_divisor": np.int64(self.label_divisor),
+            "thing_ids": np.array(self.thing_ids, np.int64),
+            "next_id": np.int64(next_id),
+            "shape": np.array(shape if shape is not None else (-1, -1), np.int64),
+            "track_class": np.array([r[0] for r in rows], np.int64),
+            "track_id": np.array([r[1] for r in rows], np.int64),
+            "track_inactive": np.array([r[3] for r in rows], np.int64),
+            "track_sizes": np.array([len(r[2]) for r in rows], np.int64),
+            "track_pixels": (np.concatenate([r[2] for r in rows]) if rows
+                             else np.zeros(0, np.int32)),
+        }
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restores `state_dict()` output; the next update continues that video."""
+        if int(state["version"]) != _STATE_VERSION:
+            raise ValueError(f"IoU tracker state version {int(state['version'])} is not supported")
+        saved = (int(state["label_divisor"]), tuple(int(t) for t in state["thing_ids"]))
+        if saved != (self.label_divisor, self.thing_ids):
+            raise ValueError(
+                f"IoU tracker state was saved with (label_divisor, thing_ids) = {saved}, this "
+                f"tracker has {(self.label_divisor, self.thing_ids)}"
+            )
+        self.reset()
+        self._next_id = int(state["next_id"])
+        shape = tuple(int(v) for v in state["shape"])
+        self._shape = None if shape == (-1, -1) else shape
+        sizes = np.asarray(state["track_sizes"], np.int64)
+        pixels = np.split(np.asarray(state["track_pixels"], np.int32), np.cumsum(sizes)[:-1])
+        for cls, tid, inactive, pix in zip(state["track_class"].tolist(),
+                                           state["track_id"].tolist(),
+                                           state["track_inactive"].tolist(), pixels):
+            self._tracks[int(cls)][int(tid)] = (pix, int(inactive))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -144,12 +145,21 @@ def find_centers(
     return Centers(yx=yx, valid=valid, scores=scores)
 
 
-def group_pixels(centers: Centers, offset_map: jax.Array) -> jax.Array:
+def group_pixels(
+    centers: Centers, offset_map: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
     """Assigns every pixel to the nearest valid center after moving it by its offset.
+
+    Exact, with a cost that follows the pixels rather than pixels x centers: centers are
+    bucketed per cell of a grid over the frame, each cell keeps only the centers that can be
+    nearest to a point inside it, and each pixel compares its moved position with its cell's
+    candidates only (docs/postprocessing.md#grouping).
 
     Args:
       centers: `Centers` with k slots.
       offset_map: float [height, width, 2], (dy, dx) from each pixel to its center.
+      mask: optional bool [height, width]; pixels where it is False get 0 (no work is spent on
+        them), e.g. pixels of stuff classes whose instance is discarded anyway.
 
     Returns:
       int32 [height, width]: 1 + slot index of the nearest valid center (first slot on exact
@@ -162,30 +172,72 @@ def group_pixels(centers: Centers, offset_map: jax.Array) -> jax.Array:
     )
     py = (ys + offsets[..., 0]).reshape(-1)
     px = (xs + offsets[..., 1]).reshape(-1)
-
     cyx = jnp.asarray(centers.yx, jnp.float32)
     valid = jnp.asarray(centers.valid)
-    # Loop bound: one past the last valid slot (find_centers puts valid slots first).
-    num_slots = jnp.max(jnp.where(valid, jnp.arange(1, valid.shape[0] + 1), 0))
+    num_slots = valid.shape[0]
 
-    # One center per step, elementwise over pixels, stopping after the last valid center: the
-    # cost follows the number of centers found, not the number of slots (static shapes all
-    # the same; under vmap the loop runs until every example is done).
+    # The grid: cells of `size` pixels covering the frame plus a margin; positions outside it
+    # go to an extra cell whose candidates are all centers.
+    size = max(12, int(math.sqrt(height * width / 512)))
+    margin = 2 * size
+    rows = -(-(height + 2 * margin) // size)
+    cols = -(-(width + 2 * margin) // size)
+    top = jnp.arange(rows, dtype=jnp.float32) * size - margin  # [rows]
+    left = jnp.arange(cols, dtype=jnp.float32) * size - margin  # [cols]
+    cy, cx = cyx[:, 0], cyx[:, 1]
+    # Per (row, center) and (col, center): nearest and farthest distance between the center and
+    # the cell's extent along that axis; squared sums give the box distances.
+    near_y = jnp.maximum(jnp.maximum(top[:, None] - cy[None], cy[None] - top[:, None] - size), 0)
+    far_y = jnp.maximum(jnp.abs(cy[None] - top[:, None]), jnp.abs(cy[None] - top[:, None] - size))
+    near_x = jnp.maximum(jnp.maximum(left[:, None] - cx[None], cx[None] - left[:, None] - size), 0)
+    far_x = jnp.maximum(jnp.abs(cx[None] - left[:, None]),
+                        jnp.abs(cx[None] - left[:, None] - size))
+    near = near_y[:, None, :] ** 2 + near_x[None, :, :] ** 2  # [rows, cols, k]
+    far = far_y[:, None, :] ** 2 + far_x[None, :, :] ** 2
+    near = jnp.where(valid, near, jnp.inf).reshape(rows * cols, num_slots)
+    far = jnp.where(valid, far, jnp.inf).reshape(rows * cols, num_slots)
+    # A point in the cell is at most `bound` from some center, so its nearest center (and every
+    # center at the same distance) is no farther than that from the cell: only those centers
+    # are candidates. The slack absorbs float32 rounding; extra candidates are harmless.
+    bound = jnp.min(far, axis=1, keepdims=True)
+    candidate = valid & (near <= bound * (1 + 1e-4) + 1e-3)
+    # Each cell's candidates first, in slot order (so ties keep the earliest slot).
+    candidate = jnp.concatenate([candidate, valid[None]], axis=0)  # + the all-centers cell
+    count = jnp.sum(candidate, axis=1, dtype=jnp.int32)
+    rank = jnp.cumsum(candidate, axis=1, dtype=jnp.int32) - 1
+    slots = jnp.arange(num_slots, dtype=jnp.int32)
+    cells = candidate.shape[0]
+    table = jnp.zeros((cells, num_slots), jnp.int32).at[
+        jnp.arange(cells)[:, None], jnp.where(candidate, rank, num_slots)
+    ].set(jnp.broadcast_to(slots, candidate.shape), mode="drop")
+
+    row = jnp.floor((py + margin) / size).astype(jnp.int32)
+    col = jnp.floor((px + margin) / size).astype(jnp.int32)
+    inside = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
+    cell = jnp.where(inside, row * cols + col, rows * cols)
+    todo = count[cell]
+    if mask is not None:
+        todo = jnp.where(mask.reshape(-1), todo, 0)
+    # Loop bound: the longest candidate list of a cell in use (under vmap the loop runs until
+    # every example is done).
+    steps = jnp.max(todo, initial=0)
+
     def body(state):
         i, best, arg = state
-        dy = py - cyx[i, 0]
-        dx = px - cyx[i, 1]
+        j = table[cell, jnp.minimum(i, num_slots - 1)]
+        dy = py - cyx[j, 0]
+        dx = px - cyx[j, 1]
         dist = dy * dy + dx * dx
         # Strictly smaller only: the earlier center keeps exact ties, like argmin.
-        closer = (dist < best) & valid[i]
-        return i + 1, jnp.where(closer, dist, best), jnp.where(closer, i, arg)
+        closer = (i < todo) & (dist < best)
+        return i + 1, jnp.where(closer, dist, best), jnp.where(closer, j, arg)
 
     init = (
         jnp.int32(0),
         jnp.full(py.shape, jnp.inf, jnp.float32),
         jnp.full(py.shape, -1, jnp.int32),
     )
-    _, _, arg = lax.while_loop(lambda state: state[0] < num_slots, body, init)
+    _, _, arg = lax.while_loop(lambda state: state[0] < steps, body, init)
     return (arg + 1).reshape(height, width)
 
 
@@ -328,7 +380,8 @@ def _panoptic_jit(
         keep_k_centers=options.keep_k_centers,
     )
     is_thing_class = jnp.zeros((num_classes,), bool).at[jnp.asarray(thing_ids, jnp.int32)].set(True)
-    instance = jnp.where(is_thing_class[semantic], group_pixels(centers, offset_map), 0)
+    thing = is_thing_class[semantic]
+    instance = jnp.where(thing, group_pixels(centers, offset_map, thing), 0)
     return merge_semantic_and_instance(
         semantic,
         instance,

@@ -1,13 +1,21 @@
-"""Sequence-level ViP-DeepLab stitching: one globally tracked panoptic map per frame (spec §8.1).
+"""Sequence-level ViP-DeepLab stitching: one globally tracked panoptic map per frame.
 
 A video of n frames gives n - 1 pairs (t, t+1). For each pair the two-frame post-processing
 (`vipdl.postprocess.two_frame`) yields frame t (`panoptic_t`, from the H x 2W canvas), frame
 t+1 with the same ids (`concat_next_t1`) and frame t+1 post-processed on its own
-(`next_panoptic_t1`). `VideoStitcher.update` consumes one pair at a time and returns the
-tracked map of frame t+1. Frame 0 comes from `first(panoptic_0)` (call it with the first
-pair's `panoptic_t`), or, if `first` is skipped, from `first_frame` after the first `update`.
-State is the previous output frame plus a bounded
-memory of recently seen tracks, so memory is constant in the video length.
+(`next_panoptic_t1`). `VideoStitcher.update_wide` consumes one pair at a time and returns the
+tracked map of frame t+1 as wide ids `class << 32 | track` (`vipdl.postprocess.labels`), so a
+video may have any number of tracks; `update` returns the same map as `class * D + track` and
+raises `TrackIdOverflowError` (changing nothing) when a track id reaches the label divisor D.
+Frame 0 comes from `first(panoptic_0)` / `first_wide` (call it with the first pair's
+`panoptic_t`), or, if skipped, from `first_frame` / `first_tracks` after the first update.
+State is the previous output frame plus a bounded memory of recently seen tracks, so memory is
+constant in the video length; `state_dict` / `load_state_dict` save and restore it (resuming
+a run gives the same ids as an uninterrupted one).
+
+Per frame the work is a few linear passes over the pixels (dense label tables, one bincount of
+paired labels per comparison) plus work proportional to the number of segments; no step loops
+over segments with a pass over the frame (docs/postprocessing.md#cost-per-frame).
 
 Usage::
 
@@ -37,84 +45,23 @@ the smallest overlap win, (b) can re-map already remapped pixels when a global i
 raw id numerically, and (c) maps stuff and void too, so a stuff class that was void in the
 previous standalone pass can void the same class in the next frame. `mode="reference"`
 reproduces it literally (with a stable sort where the notebook's order is undefined), for
-comparison. Neither mode lets ids reach the label divisor: `TrackIdOverflowError` is raised
-before any state changes.
+comparison; it runs on wide ids, which keeps the notebook's numbering exactly while ids are
+below D and continues past D where the notebook's ids would overflow into the class.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage
 
-from vipdl.postprocess import two_frame
+from vipdl.postprocess import labels, two_frame
+from vipdl.postprocess.labels import TRACK_BITS, TRACK_MASK, TrackIdOverflowError
 
+__all__ = ["TrackIdOverflowError", "VideoStitcher"]
 
-class TrackIdOverflowError(ValueError):
-    """A new track id would reach the label divisor (the instance field would overflow)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Mask:
-    """A binary mask stored as its bounding box and the crop inside it (bounded memory)."""
-
-    y0: int
-    x0: int
-    crop: np.ndarray  # bool [y1 - y0, x1 - x0]
-
-    @property
-    def area(self) -> int:
-        return int(self.crop.sum())
-
-
-def _mask_iou(a: _Mask, b: _Mask) -> float:
-    y0, x0 = max(a.y0, b.y0), max(a.x0, b.x0)
-    y1 = min(a.y0 + a.crop.shape[0], b.y0 + b.crop.shape[0])
-    x1 = min(a.x0 + a.crop.shape[1], b.x0 + b.crop.shape[1])
-    inter = 0
-    if y1 > y0 and x1 > x0:
-        ca = a.crop[y0 - a.y0 : y1 - a.y0, x0 - a.x0 : x1 - a.x0]
-        cb = b.crop[y0 - b.y0 : y1 - b.y0, x0 - b.x0 : x1 - b.x0]
-        inter = int(np.count_nonzero(ca & cb))
-    union = a.area + b.area - inter
-    return inter / union if union else 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class _Segments:
-    """The distinct labels of a map, each pixel's label index and each label's first pixel."""
-
-    labels: np.ndarray  # int64 [n], sorted
-    inverse: np.ndarray  # int64 [h, w], index into labels
-    first: np.ndarray  # int64 [n]
-
-    @classmethod
-    def of(cls, panoptic: np.ndarray) -> _Segments:
-        labels, first, inverse = np.unique(panoptic, return_index=True, return_inverse=True)
-        return cls(labels.astype(np.int64), inverse.reshape(panoptic.shape), first)
-
-    def masks(self, wanted: np.ndarray) -> dict[int, _Mask]:
-        """Bounding-box masks of the labels at positions `wanted` (indices into labels)."""
-        slices = ndimage.find_objects(self.inverse + 1, max_label=len(self.labels))
-        out = {}
-        for i in wanted.tolist():
-            sl = slices[i]
-            out[int(self.labels[i])] = _Mask(sl[0].start, sl[1].start, self.inverse[sl] == i)
-        return out
-
-    def relabel(self, mapping: dict[int, int]) -> np.ndarray:
-        new = np.array([mapping.get(int(v), int(v)) for v in self.labels], np.int64)
-        return new[self.inverse].astype(np.int32)
-
-
-@dataclasses.dataclass
-class _Seen:
-    label: int  # global panoptic label of the track
-    last_frame: int
-    mask: _Mask
+_STATE_VERSION = 1
 
 
 class VideoStitcher:
@@ -123,7 +70,7 @@ class VideoStitcher:
     Args:
       thing_ids: classes that carry track ids; None tracks every segment with instance > 0
         (post-processed maps only give non-zero instance ids to thing classes).
-      label_divisor: D of `class * D + instance`; track ids stay < D.
+      label_divisor: D of the per-frame `class * D + instance` maps.
       ignore_label: void class (void = ignore_label * D); only validated, void is never
         touched.
       memory_frames: how many frames a lost track can be re-identified after it was last seen
@@ -155,6 +102,7 @@ class VideoStitcher:
         if not 0.0 < reid_iou <= 1.0:
             raise ValueError(f"reid_iou must be in (0, 1], got {reid_iou}")
         self.thing_ids = None if thing_ids is None else frozenset(int(t) for t in thing_ids)
+        self._things = None if thing_ids is None else np.array(sorted(self.thing_ids), np.int64)
         self.label_divisor = int(label_divisor)
         self.ignore_label = ignore_label
         self.memory_frames = int(memory_frames)
@@ -163,17 +111,29 @@ class VideoStitcher:
         self.reset()
 
     def reset(self) -> None:
-        """Forgets the current video; the next `update` starts a new one."""
-        self._prev: np.ndarray | None = None
-        self._first: np.ndarray | None = None
+        """Forgets the current video; the next update starts a new one."""
+        # The previous output frame as a dense map + its wide labels (None before frame 1).
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._shape: tuple[int, ...] | None = None
+        self._first: np.ndarray | None = None  # wide map of frame 0
+        self._first_table: tuple[np.ndarray, np.ndarray] | None = None
         self._next_id = 1  # clean mode: next fresh track id
         self._max_id = 0  # reference mode: the notebook's max_instance_id
         self._frame = -1  # index of the last output frame
-        self._seen: dict[int, _Seen] = {}
+        # clean mode memory: wide label -> (last frame, flat pixel positions of its last mask)
+        self._seen: dict[int, tuple[int, np.ndarray]] = {}
 
     @property
     def first_frame(self) -> np.ndarray | None:
-        """Tracked map of frame 0, available after `first` or the first `update`."""
+        """Tracked map of frame 0 as `class * D + track` (int32), after `first` or the first
+        update; None after `load_state_dict`."""
+        if self._first is None:
+            return None
+        return labels.wide_to_panoptic(self._first, self.label_divisor, what="frame 0")
+
+    @property
+    def first_tracks(self) -> np.ndarray | None:
+        """Tracked map of frame 0 as wide ids (int64), like `first_frame`."""
         return self._first
 
     @property
@@ -186,32 +146,42 @@ class VideoStitcher:
         """Track ids handed out so far (clean mode)."""
         return self._next_id - 1
 
+    @property
+    def max_track_id(self) -> int:
+        """Largest track id handed out so far (reference mode's `max_instance_id`)."""
+        return self._max_id if self.mode == "reference" else self._next_id - 1
+
+    # --- public steps -----------------------------------------------------------------------
+
     def first(self, panoptic_0: np.ndarray) -> np.ndarray:
-        """Starts a video: returns the tracked map of frame 0.
+        """Starts a video: returns the tracked map of frame 0 as `class * D + track` (int32).
 
         Args:
           panoptic_0: int [h, w], frame 0 from the first pair's two-frame canvas (the same
-            map that is then passed as `panoptic_t` to the first `update`).
+            map that is then passed as `panoptic_t` to the first update).
 
         Returns:
-          int32 [h, w]: fresh track ids in order of first appearance (clean mode), or the map
-          unchanged (reference mode, as the notebook).
+          Fresh track ids in order of first appearance (clean mode), or the map unchanged
+          (reference mode, as the notebook).
         """
+        out = self.first_wide(panoptic_0)
+        return labels.wide_to_panoptic(out, self.label_divisor, what="frame 0")
+
+    def first_wide(self, panoptic_0: np.ndarray) -> np.ndarray:
+        """`first` with wide ids (int64 `class << 32 | track`)."""
         if self._frame >= 0:
             raise ValueError("first() starts a video; call reset() before reusing the stitcher")
-        p = self._check_maps(panoptic_0=panoptic_0)[0]
+        (pv, pi, pa), = self._check_maps(panoptic_0=panoptic_0)
         if self.mode == "reference":
-            self._first, self._frame = p.astype(np.int32), 0
+            self._first_table = (pi, labels.to_wide(pv, self.label_divisor))
+            self._first, self._frame, self._shape = self._first_table[1][pi], 0, pi.shape
             return self._first
-        first, next_id, seen = self._start_clean(p)
-        self._first, self._prev, self._next_id, self._seen, self._frame = (
-            first,
-            first,
-            next_id,
-            seen,
-            0,
-        )
-        return first
+        out_labels, next_id, seen = self._start_clean(pv, pi, pa)
+        self._first_table = (pi, out_labels)
+        self._first = out_labels[pi]
+        self._prev, self._next_id, self._seen, self._frame = (pi, out_labels), next_id, seen, 0
+        self._shape = pi.shape
+        return self._first
 
     def update(
         self,
@@ -227,190 +197,340 @@ class VideoStitcher:
           next_panoptic_t1: int [h, w], frame t+1 post-processed on its own (raw ids).
 
         Returns:
-          int32 [h, w], frame t+1 with global track ids.
+          int32 [h, w], frame t+1 as `class * D + track`.
 
         Raises:
           ValueError: on bad shapes (nothing is updated).
-          TrackIdOverflowError: if a track id would reach the label divisor (nothing is
-            updated).
+          TrackIdOverflowError: if a track id reaches the label divisor (nothing is updated;
+            `update_wide` has no such limit).
         """
-        p, c, n = self._check_maps(
-            panoptic_t=panoptic_t, concat_next_t1=concat_next_t1, next_panoptic_t1=next_panoptic_t1
-        )
-        q = two_frame.stitch_pair(c, n, label_divisor=self.label_divisor).astype(np.int64)
-        if self.mode == "reference":
-            return self._update_reference(p, q)
-        return self._update_clean(p, q)
+        index, out_labels, commit = self._step(panoptic_t, concat_next_t1, next_panoptic_t1)
+        narrow = labels.wide_to_panoptic(out_labels, self.label_divisor,
+                                         what=f"frame {self._frame + 1}")
+        commit()
+        return narrow[index]
 
-    def _check_maps(self, **maps: np.ndarray) -> list[np.ndarray]:
+    def update_wide(
+        self,
+        panoptic_t: np.ndarray,
+        concat_next_t1: np.ndarray,
+        next_panoptic_t1: np.ndarray,
+    ) -> np.ndarray:
+        """`update` with wide ids: int64 [h, w] `class << 32 | track`, no limit on tracks."""
+        index, segments = self.update_segments(panoptic_t, concat_next_t1, next_panoptic_t1)
+        return segments[index]
+
+    def update_segments(
+        self,
+        panoptic_t: np.ndarray,
+        concat_next_t1: np.ndarray,
+        next_panoptic_t1: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`update_wide` as a segment table: (index int32 [h, w], wide ids int64 [k]) with
+        `ids[index]` the tracked map (no per-pixel relabelling pass)."""
+        index, out_labels, commit = self._step(panoptic_t, concat_next_t1, next_panoptic_t1)
+        commit()
+        return index, out_labels
+
+    def first_segments(self, panoptic_0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`first_wide` as a segment table (index int32 [h, w], wide ids int64 [k])."""
+        self.first_wide(panoptic_0)
+        return self._first_table
+
+    # --- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The stitcher's state after the last frame, as numpy arrays (for `np.savez`)."""
+        return self.snapshot()()
+
+    def snapshot(self):
+        """A `() -> state_dict()` of the current state that stays valid while the stitcher moves
+        on: O(1) now (updates replace the state's arrays and dicts, never modify them); the
+        arrays are built when it is called."""
+        captured = (self._prev, self._shape, self._next_id, self._max_id, self._frame,
+                    self._seen)
+        return lambda: self._state_of(*captured)
+
+    def _state_of(self, prev, shape, next_id, max_id, frame, seen_dict) -> dict[str, np.ndarray]:
+        seen = sorted(seen_dict.items())
+        pixels = [p for _, (_, p) in seen]
+        prev_index, prev_labels = prev if prev is not None else (
+            np.zeros((0, 0), np.int32), np.zeros(0, np.int64))
+        return {
+            "version": np.int64(_STATE_VERSION),
+            "mode": np.array(self.mode),
+            "label_divisor": np.int64(self.label_divisor),
+            "memory_frames": np.int64(self.memory_frames),
+            "frame": np.int64(frame),
+            "next_id": np.int64(next_id),
+            "max_id": np.int64(max_id),
+            "shape": np.array(shape if shape is not None else (-1, -1), np.int64),
+            "prev_index": prev_index,
+            "prev_labels": prev_labels,
+            "has_prev": np.bool_(prev is not None),
+            "seen_labels": np.array([k for k, _ in seen], np.int64),
+            "seen_last": np.array([v[0] for _, v in seen], np.int64),
+            "seen_sizes": np.array([len(p) for p in pixels], np.int64),
+            "seen_pixels": np.concatenate(pixels) if pixels else np.zeros(0, np.int32),
+        }
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restores `state_dict()` output; the next update continues that video.
+
+        Raises:
+          ValueError: the state was saved by a stitcher with other settings.
+        """
+        if int(state["version"]) != _STATE_VERSION:
+            raise ValueError(f"stitcher state version {int(state['version'])} is not supported")
+        saved = (str(state["mode"]), int(state["label_divisor"]), int(state["memory_frames"]))
+        mine = (self.mode, self.label_divisor, self.memory_frames)
+        if saved != mine:
+            raise ValueError(
+                f"stitcher state was saved with (mode, label_divisor, memory_frames) = {saved}, "
+                f"this stitcher has {mine}"
+            )
+        self.reset()
+        self._frame = int(state["frame"])
+        self._next_id = int(state["next_id"])
+        self._max_id = int(state["max_id"])
+        shape = tuple(int(v) for v in state["shape"])
+        self._shape = None if shape == (-1, -1) else shape
+        if bool(state["has_prev"]):
+            self._prev = (np.asarray(state["prev_index"], np.int32),
+                          np.asarray(state["prev_labels"], np.int64))
+        sizes = np.asarray(state["seen_sizes"], np.int64)
+        pixels = np.split(np.asarray(state["seen_pixels"], np.int32), np.cumsum(sizes)[:-1])
+        for label, last, pix in zip(state["seen_labels"].tolist(), state["seen_last"].tolist(),
+                                    pixels):
+            self._seen[int(label)] = (int(last), pix)
+
+    # --- shared ---------------------------------------------------------------------------
+
+    def _check_maps(self, **maps: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Validates the maps and returns each one's dense table (values, index, areas)."""
         arrays = [np.asarray(m) for m in maps.values()]
-        expected = arrays[0].shape if self._prev is None else self._prev.shape
+        expected = arrays[0].shape if self._shape is None else self._shape
+        out = []
         for name, m in zip(maps, arrays):
             if m.ndim != 2:
                 raise ValueError(f"{name} must be [height, width], got shape {m.shape}")
             if not np.issubdtype(m.dtype, np.integer):
                 raise ValueError(f"{name} must hold integer panoptic labels, got {m.dtype}")
-            if m.size and (m.min() < 0 or m.max() >= 1 << 31):
-                raise ValueError(f"{name} labels must be in [0, 2^31), got [{m.min()}, {m.max()}]")
             if m.shape != expected:
                 raise ValueError(
                     f"{name} has shape {m.shape}, expected {expected} (call reset() between "
                     "videos of different sizes)"
                 )
-        return [m.astype(np.int64) for m in arrays]
+            values, index, areas = labels.dense(m, what=name)
+            if values.size and (values[0] < 0 or values[-1] >= 1 << 31):
+                raise ValueError(
+                    f"{name} labels must be in [0, 2^31), got [{values[0]}, {values[-1]}]"
+                )
+            out.append((values, index, areas))
+        return out
+
+    def _step(self, p, c, n):
+        """Computes frame t+1 without changing the state; returns (index, wide labels, commit)."""
+        tables = self._check_maps(panoptic_t=p, concat_next_t1=c, next_panoptic_t1=n)
+        (pv, pi, pa), (cv, ci, ca), (nv, ni, na) = tables
+        d = self.label_divisor
+        matched = two_frame.match_tables(cv, ci, ca, nv, ni, na, label_divisor=d)
+        qv = two_frame.stitch_table(nv, cv, matched, label_divisor=d)
+        qi, qa = ni, na
+        unique, inverse = np.unique(qv, return_inverse=True)
+        if len(unique) < len(qv):  # Two standalone segments got one label: merge them.
+            qi = inverse.astype(np.int32)[ni]
+            qa = np.bincount(inverse, weights=na, minlength=len(unique)).astype(np.int64)
+            qv = unique
+        if self.mode == "reference":
+            return self._step_reference(pv, pi, qv, qi)
+        return self._step_clean(pv, pi, pa, qv, qi, qa)
+
+    def _is_thing(self, semantic: np.ndarray, instance: np.ndarray) -> np.ndarray:
+        if self._things is None:
+            return instance > 0
+        return (instance > 0) & np.isin(semantic, self._things)
 
     # --- clean mode -------------------------------------------------------------------------
 
-    def _is_thing_label(self, labels: np.ndarray) -> np.ndarray:
-        d = self.label_divisor
-        is_instance = labels % d > 0
-        if self.thing_ids is None:
-            return is_instance
-        return np.isin(labels // d, list(self.thing_ids)) & is_instance
+    def _start_clean(self, pv, pi, pa):
+        """Frame 0 from a fresh state: (wide labels per segment of pi, next id, memory)."""
+        inherited = np.full(0, -1, np.int64)
+        out, next_id, seen = self._assign(pv, pi, pa, np.zeros(0, np.int64), inherited, 0, {}, 1)
+        return out, next_id, seen
 
-    def _match_to_previous(self, p: np.ndarray, prev: np.ndarray) -> dict[int, int]:
-        """{label in p: global label in prev}, same class, largest overlap, one-to-one."""
-        pairs, counts = np.unique(prev * (1 << 31) + p, return_counts=True)
-        last, cur = np.divmod(pairs, 1 << 31)
-        d = self.label_divisor
-        ok = self._is_thing_label(last) & self._is_thing_label(cur) & (last // d == cur // d)
-        # Largest overlap first; ties to the smaller previous, then current, label.
-        order = np.lexsort((cur[ok], last[ok], -counts[ok]))
-        mapping: dict[int, int] = {}
-        used: set[int] = set()
-        for lab_last, lab_cur in zip(last[ok][order].tolist(), cur[ok][order].tolist()):
-            if lab_cur in mapping or lab_last in used:
-                continue
-            mapping[lab_cur] = lab_last
-            used.add(lab_last)
-        return mapping
-
-    def _assign(
-        self,
-        segments: _Segments,
-        inherited: dict[int, int],
-        frame: int,
-        seen: dict[int, _Seen],
-        next_id: int,
-    ) -> tuple[dict[int, int], int, dict[int, _Mask]]:
-        """Global labels for the thing segments of one output frame.
-
-        Returns the mapping {label: global label}, the updated id counter and the masks of the
-        output's thing segments (for the memory; empty when memory is off).
-        """
-        d = self.label_divisor
-        thing = np.flatnonzero(self._is_thing_label(segments.labels))
-        mapping = {}
-        new = []
-        for i in thing.tolist():
-            label = int(segments.labels[i])
-            # Instances above D // 2 are the pair stitcher's new ones (as the notebook's
-            # new_mask): never inherited, even if the number also occurs in panoptic_t.
-            if label % d <= d // 2 and label in inherited:
-                mapping[label] = inherited[label]
-            else:
-                new.append(i)
-        masks = segments.masks(thing) if self.memory_frames else {}
-
-        if self.memory_frames and new:
-            taken = set(mapping.values())
-            candidates = []
-            for i in new:
-                label = int(segments.labels[i])
-                for track in seen.values():
-                    if track.label in taken or track.label // d != label // d:
-                        continue
-                    if frame - track.last_frame > self.memory_frames:
-                        continue
-                    iou = _mask_iou(masks[label], track.mask)
-                    if iou >= self.reid_iou:
-                        candidates.append((-iou, track.label, label))
-            used_tracks: set[int] = set()
-            for _, track_label, label in sorted(candidates):
-                if label in mapping or track_label in used_tracks:
-                    continue
-                mapping[label] = track_label
-                used_tracks.add(track_label)
-            new = [i for i in new if int(segments.labels[i]) not in mapping]
-
-        # Fresh ids in order of first appearance (row-major), for reproducible numbering.
-        new.sort(key=lambda i: segments.first[i])
-        if new and next_id + len(new) - 1 >= d:
-            raise TrackIdOverflowError(
-                f"frame {frame} needs {len(new)} new track ids but only {d - next_id} remain "
-                f"below label_divisor={d}; use a larger label divisor, split the video or "
-                "increase memory_frames/reid_iou matching"
-            )
-        for i in new:
-            label = int(segments.labels[i])
-            mapping[label] = (label // d) * d + next_id
-            next_id += 1
-        return mapping, next_id, masks
-
-    def _remember(
-        self, seen: dict[int, _Seen], mapping: dict[int, int], masks: dict[int, _Mask], frame: int
-    ) -> dict[int, _Seen]:
-        if not self.memory_frames:
-            return {}
-        seen = dict(seen)
-        for label, global_label in mapping.items():
-            seen[global_label] = _Seen(global_label, frame, masks[label])
-        return {k: v for k, v in seen.items() if frame - v.last_frame <= self.memory_frames}
-
-    def _start_clean(self, p: np.ndarray) -> tuple[np.ndarray, int, dict[int, _Seen]]:
-        """Frame 0 from the state of a fresh stitcher; returns (map, next id, memory)."""
-        segments = _Segments.of(p)
-        mapping, next_id, masks = self._assign(segments, {}, 0, {}, 1)
-        return segments.relabel(mapping), next_id, self._remember({}, mapping, masks, 0)
-
-    def _update_clean(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        # Work on locals and commit at the end, so an error leaves the state untouched.
+    def _step_clean(self, pv, pi, pa, qv, qi, qa):
         first = None
         if self._prev is None:
-            first, next_id, seen = self._start_clean(p)
-            prev, frame = first, 0
+            first_labels, next_id, seen = self._start_clean(pv, pi, pa)
+            prev, frame, first = (pi, first_labels), 0, first_labels[pi]
         else:
             prev, next_id, seen, frame = self._prev, self._next_id, self._seen, self._frame
-        inherited = self._match_to_previous(p, prev.astype(np.int64))
+        inherited = self._match_to_previous(prev, pv, pi)
         frame += 1
-        segments = _Segments.of(q)
-        mapping, next_id, masks = self._assign(segments, inherited, frame, seen, next_id)
-        out = segments.relabel(mapping)
-        seen = self._remember(seen, mapping, masks, frame)
+        out, next_id, seen = self._assign(qv, qi, qa, pv, inherited, frame, seen, next_id)
 
-        if first is not None:
-            self._first = first
-        self._next_id, self._seen, self._frame, self._prev = next_id, seen, frame, out
-        return out
+        def commit():
+            if first is not None:
+                self._first = first
+            self._prev, self._next_id, self._seen, self._frame = _merged(qi, out), next_id, seen, frame
+            self._shape = qi.shape
+
+        return qi, out, commit
+
+    def _match_to_previous(self, prev, pv: np.ndarray, pi: np.ndarray) -> np.ndarray:
+        """For each segment of panoptic_t, the global label in the previous output it continues
+        (same class, largest overlap, one-to-one), or -1. int64 [len(pv)]."""
+        prev_index, prev_labels = prev
+        d = self.label_divisor
+        a, b, count = labels.pair_counts(prev_index, len(prev_labels), pi, len(pv))
+        last, cur = prev_labels[a], pv[b]
+        last_cls, cur_cls = last >> TRACK_BITS, cur // d
+        ok = (
+            self._is_thing(last_cls, last & TRACK_MASK)
+            & self._is_thing(cur_cls, cur % d)
+            & (last_cls == cur_cls)
+        )
+        b, last, cur, count = b[ok], last[ok], cur[ok], count[ok]
+        # Largest overlap first; ties to the smaller previous, then current, label.
+        order = np.lexsort((cur, last, -count))
+        inherited = np.full(len(pv), -1, np.int64)
+        used: set[int] = set()
+        for j, lab_last in zip(b[order].tolist(), last[order].tolist()):
+            if inherited[j] >= 0 or lab_last in used:
+                continue
+            inherited[j] = lab_last
+            used.add(lab_last)
+        return inherited
+
+    def _assign(self, qv, qi, qa, pv, inherited, frame, seen, next_id):
+        """Wide labels for the segments of one output frame.
+
+        Args:
+          qv, qi, qa: dense table of the frame's per-pair labels (values, index, areas).
+          pv, inherited: panoptic_t's labels and the global label each continues (or -1).
+
+        Returns:
+          (wide label per segment int64 [len(qv)], next id, updated memory).
+        """
+        d = self.label_divisor
+        semantic, instance = qv // d, qv % d
+        out = (semantic << TRACK_BITS) | instance  # stuff, crowd and void keep theirs
+        thing = self._is_thing(semantic, instance)
+        mapped = np.zeros(len(qv), bool)
+        if pv.size:
+            # Instances above D // 2 are the pair stitcher's new ones (as the notebook's
+            # new_mask): never inherited, even if the number also occurs in panoptic_t.
+            pos = np.minimum(np.searchsorted(pv, qv), len(pv) - 1)
+            cand = thing & (instance <= d // 2) & (pv[pos] == qv)
+            continued = np.where(cand, inherited[pos], -1)
+            mapped = continued >= 0
+            out[mapped] = continued[mapped]
+        new = np.flatnonzero(thing & ~mapped)
+        thing_idx = np.flatnonzero(thing)
+        masks = labels.segment_pixels(qi, thing_idx) if self.memory_frames else []
+
+        if self.memory_frames and new.size:
+            taken = set(out[mapped].tolist())
+            reid = self._reidentify(qv, qi, qa, new, taken, frame, seen)
+            for j, track_label in reid.items():
+                out[j] = track_label
+                mapped[j] = True
+            new = new[~mapped[new]]
+
+        # Fresh ids in order of first appearance (row-major), for reproducible numbering.
+        new = new[np.argsort(labels.first_pixels(qi, new), kind="stable")]
+        ids = next_id + np.arange(len(new), dtype=np.int64)
+        out[new] = (semantic[new] << TRACK_BITS) | ids
+        next_id += len(new)
+
+        if self.memory_frames:
+            seen = dict(seen)
+            for j, pixels in zip(thing_idx.tolist(), masks):
+                seen[int(out[j])] = (frame, pixels)
+            seen = {k: v for k, v in seen.items() if frame - v[0] <= self.memory_frames}
+        else:
+            seen = {}
+        return out, next_id, seen
+
+    def _reidentify(self, qv, qi, qa, new, taken, frame, seen) -> dict[int, int]:
+        """{segment index: remembered track label} for new segments that re-identify a lost
+        track of their class by mask IoU (greedy by decreasing IoU, one track per segment)."""
+        d = self.label_divisor
+        new_cls = qv[new] // d
+        classes = set(new_cls.tolist())
+        tracks = [
+            (label, pixels)
+            for label, (last, pixels) in seen.items()
+            if label not in taken
+            and (label >> TRACK_BITS) in classes
+            and frame - last <= self.memory_frames
+        ]
+        if not tracks:
+            return {}
+        inter = labels.intersections([p for _, p in tracks], qi, len(qv))[:, new]
+        track_labels = np.array([t for t, _ in tracks], np.int64)
+        track_areas = np.array([len(p) for _, p in tracks], np.int64)
+        iou = inter / (track_areas[:, None] + qa[new][None, :] - inter)
+        ok = (iou >= self.reid_iou) & ((track_labels >> TRACK_BITS)[:, None] == new_cls[None, :])
+        t, j = np.nonzero(ok)
+        order = np.lexsort((qv[new][j], track_labels[t], -iou[t, j]))
+        out: dict[int, int] = {}
+        used: set[int] = set()
+        for ti, ji in zip(t[order].tolist(), j[order].tolist()):
+            label = int(track_labels[ti])
+            if ji in out or label in used:
+                continue
+            out[ji] = label
+            used.add(label)
+        return {int(new[ji]): label for ji, label in out.items()}
 
     # --- reference mode (notebook) ----------------------------------------------------------
 
-    def _update_reference(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    def _step_reference(self, pv, pi, qv, qi):
         d = self.label_divisor
         offset = d // 2
-        q = q.copy()
-        new_mask = q % d > offset  # before any remapping, as in the notebook
+        new_mask = qv % d > offset  # before any remapping, as in the notebook
+        values = labels.to_wide(qv, d)
         if self._prev is not None:
-            pairs, counts = np.unique(
-                self._prev.astype(np.int64) * (1 << 31) + p, return_counts=True
-            )
-            # The notebook's argsort is unstable; a stable sort keeps ties in label order.
-            for pair in pairs[np.argsort(counts, kind="stable")].tolist():
-                last_label, p_label = divmod(pair, 1 << 31)
-                q[q == p_label] = last_label  # in place: hazards (a), (b), (c)
-        max_id = max(self._max_id, int((p % d).max(initial=0)))
-        cls, ins = q // d, q % d
-        ins[new_mask] = ins[new_mask] - offset + max_id
-        if ins.size and ins.max() >= d:
-            raise TrackIdOverflowError(
-                f"reference stitching produced instance id {int(ins.max())} >= "
-                f"label_divisor={d} at frame {self._frame + 2}"
-            )
-        out = (cls * d + ins).astype(np.int32)
-        if self._frame < 0:
-            self._first = p.astype(np.int32)
-            self._frame = 0
-        self._max_id = max(max_id, int(ins.max(initial=0)))
-        self._frame += 1
-        self._prev = out
-        return out
+            prev_index, prev_labels = self._prev
+            a, b, count = labels.pair_counts(prev_index, len(prev_labels), pi, len(pv))
+            last, cur = prev_labels[a], labels.to_wide(pv[b], d)
+            # The notebook visits the pairs by ascending count; a stable sort keeps ties in
+            # (last, current) label order where its order is undefined.
+            order = np.lexsort((cur, last))
+            order = order[np.argsort(count[order], kind="stable")]
+            # In-place replacement `q[q == cur] = last`, pair after pair, on the label table:
+            # equal labels move together, so groups of table entries stand for the pixels.
+            groups: dict[int, list[int]] = {}
+            for k, v in enumerate(values.tolist()):
+                groups.setdefault(v, []).append(k)
+            for lab_last, lab_cur in zip(last[order].tolist(), cur[order].tolist()):
+                moved = groups.pop(lab_cur, None)
+                if moved:
+                    groups.setdefault(lab_last, []).extend(moved)
+            for v, members in groups.items():
+                values[members] = v
+        max_id = max(self._max_id, int((pv % d).max(initial=0)))
+        semantic, instance = values >> TRACK_BITS, values & TRACK_MASK
+        instance[new_mask] = instance[new_mask] - offset + max_id
+        out = (semantic << TRACK_BITS) | instance
+        first = labels.to_wide(pv, d)[pi] if self._frame < 0 else None
+
+        def commit():
+            if first is not None:
+                self._first, self._frame = first, 0
+            self._max_id = max(max_id, int(instance.max(initial=0)))
+            self._frame += 1
+            self._prev, self._shape = _merged(qi, out), qi.shape
+
+        return qi, out, commit
+
+
+def _merged(index: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A dense map whose table may repeat a label -> the same map with distinct labels (pixel
+    pairs are then counted per label, as a histogram of the map itself would)."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    if len(unique) == len(values):
+        return index, values
+    return inverse.astype(np.int32)[index], unique

@@ -11,8 +11,9 @@ Majority vote and the stuff area test therefore run over both frames jointly (sp
 `stitch_pair` then transfers those shared ids onto frame t+1's standalone panoptic map by
 mutual-best IoU (no threshold, same class, instance 0 excluded); unmatched segments keep their
 id + D // 2 and are new instances. It runs on the host in numpy (deeplab2's
-`stitch_video_panoptic_prediction`); a static-shape on-device version was measured 6.7x slower
-on CPU and removed (docs/benchmarks.md).
+`stitch_video_panoptic_prediction`) on the table of label pairs, so its cost is a few passes over
+the pixels whatever the number of segments; a static-shape on-device version was measured 6.7x
+slower on CPU and removed (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vipdl import keys
+from vipdl.postprocess import labels
 from vipdl.postprocess import panoptic as panoptic_lib
 
 
@@ -135,49 +137,98 @@ def two_frame_panoptic(
     )
 
 
+def _best_partner(key: np.ndarray, other: np.ndarray, iou: np.ndarray, size: int) -> np.ndarray:
+    """Per key, the partner with the highest IoU, ties to the larger partner index; -1 if none."""
+    best = np.full(size, -1, np.int64)
+    if key.size == 0:
+        return best
+    order = np.lexsort((other, iou, key))
+    key, other = key[order], other[order]
+    last = np.flatnonzero(np.append(key[1:] != key[:-1], True))
+    best[key[last]] = other[last]
+    return best
+
+
+def match_tables(
+    concat_values: np.ndarray,
+    concat_index: np.ndarray,
+    concat_areas: np.ndarray,
+    next_values: np.ndarray,
+    next_index: np.ndarray,
+    next_areas: np.ndarray,
+    *,
+    label_divisor: int,
+) -> np.ndarray:
+    """`pair_matches` on dense tables (see `vipdl.postprocess.labels.dense`).
+
+    Returns:
+      int64 [len(next_values)]: the matched concat index of each next segment, or -1.
+    """
+    kc, kn = len(concat_values), len(next_values)
+    a, b, inter = labels.pair_counts(concat_index, kc, next_index, kn)
+    ca, cb = concat_values[a], next_values[b]
+    keep = (
+        (ca // label_divisor == cb // label_divisor)
+        & (ca % label_divisor != 0)
+        & (cb % label_divisor != 0)
+    )
+    a, b, inter = a[keep], b[keep], inter[keep]
+    # The same float64 division the pairwise definition uses, so IoU ties are exact ties.
+    iou = inter / (concat_areas[a] + next_areas[b] - inter)
+    best_next = _best_partner(a, b, iou, kc)
+    best_concat = _best_partner(b, a, iou, kn)
+    matched = np.full(kn, -1, np.int64)
+    has = best_concat >= 0
+    mutual = has.copy()
+    mutual[has] = best_next[best_concat[has]] == np.flatnonzero(has)
+    matched[mutual] = best_concat[mutual]
+    return matched
+
+
 def pair_matches(
     concat_next: np.ndarray, next_panoptic: np.ndarray, *, label_divisor: int
 ) -> dict[int, int]:
-    """Mutual-best-IoU matches of spec §7.2 steps 6b-6d: {next label: concat label}.
+    """Mutual-best-IoU matches of the pair stitcher: {next label: concat label}.
 
     Candidates are pairs of segments with the same class, both instance ids non-zero and a
     non-empty intersection; there is no IoU threshold. Pairs are visited by ascending IoU
     (ties in ascending (concat, next) label order) and each side remembers its last partner,
-    i.e. its best one; a pair is kept when the choice is mutual.
+    i.e. its best one; a pair is kept when the choice is mutual. Computed on the table of
+    label pairs (one bincount), not per segment.
     """
-    concat_next = np.asarray(concat_next, np.int64)
-    next_panoptic = np.asarray(next_panoptic, np.int64)
+    concat_next, next_panoptic = np.asarray(concat_next), np.asarray(next_panoptic)
     if concat_next.shape != next_panoptic.shape:
         raise ValueError(
             f"concat_next {concat_next.shape} and next_panoptic {next_panoptic.shape} differ in shape"
         )
-    concat_ids, concat_areas = np.unique(concat_next, return_counts=True)
-    next_ids, next_areas = np.unique(next_panoptic, return_counts=True)
-    concat_area = dict(zip(concat_ids.tolist(), concat_areas.tolist()))
-    next_area = dict(zip(next_ids.tolist(), next_areas.tolist()))
-    # Labels are < 2^31, so the pair packs losslessly into int64.
-    pair_ids, intersections = np.unique(concat_next * (1 << 31) + next_panoptic, return_counts=True)
-    candidates = []
-    for pair_id, inter in zip(pair_ids.tolist(), intersections.tolist()):
-        a, b = divmod(pair_id, 1 << 31)
-        if a // label_divisor != b // label_divisor:
-            continue
-        if a % label_divisor == 0 or b % label_divisor == 0:
-            continue
-        candidates.append((inter / (concat_area[a] + next_area[b] - inter), a, b))
-    candidates.sort(key=lambda c: c[0])  # stable: equal IoUs stay in label order
-    best_next: dict[int, int] = {}
-    best_concat: dict[int, int] = {}
-    for _, a, b in candidates:
-        best_next[a] = b
-        best_concat[b] = a
-    return {b: a for a, b in best_next.items() if best_concat[b] == a}
+    cv, ci, ca = labels.dense(concat_next, what="concat_next")
+    nv, ni, na = labels.dense(next_panoptic, what="next_panoptic")
+    matched = match_tables(cv, ci, ca, nv, ni, na, label_divisor=label_divisor)
+    ok = matched >= 0
+    return dict(zip(nv[ok].tolist(), cv[matched[ok]].tolist()))
+
+
+def stitch_table(
+    next_values: np.ndarray, concat_values: np.ndarray, matched: np.ndarray, *, label_divisor: int
+) -> np.ndarray:
+    """The stitched label of each next segment (see `stitch_pair`), int64 [len(next_values)]."""
+    offset = label_divisor // 2
+    instance = next_values % label_divisor
+    if instance.size and instance.max() + offset >= label_divisor:
+        raise ValueError(
+            f"next_panoptic has instance id {instance.max()}; with the new-instance offset "
+            f"{offset} it would reach label_divisor={label_divisor}"
+        )
+    out = np.where(instance > 0, next_values + offset, next_values)
+    ok = matched >= 0
+    out[ok] = concat_values[matched[ok]]
+    return out
 
 
 def stitch_pair(
     concat_next: np.ndarray, next_panoptic: np.ndarray, *, label_divisor: int
 ) -> np.ndarray:
-    """Propagates frame t ids onto frame t+1's standalone prediction (spec §7.2 step 6).
+    """Propagates frame t ids onto frame t+1's standalone prediction (pair stitching).
 
     Args:
       concat_next: int [h, w], frame t+1 from the two-frame canvas (ids shared with frame t).
@@ -192,17 +243,13 @@ def stitch_pair(
     Raises:
       ValueError: if an instance id + D // 2 would reach D, or the shapes differ.
     """
-    next_panoptic = np.asarray(next_panoptic)
-    offset = label_divisor // 2
-    matches = pair_matches(concat_next, next_panoptic, label_divisor=label_divisor)
-    semantic = next_panoptic // label_divisor
-    instance = next_panoptic % label_divisor
-    if instance.size and instance.max() + offset >= label_divisor:
+    concat_next, next_panoptic = np.asarray(concat_next), np.asarray(next_panoptic)
+    if concat_next.shape != next_panoptic.shape:
         raise ValueError(
-            f"next_panoptic has instance id {instance.max()}; with the new-instance offset "
-            f"{offset} it would reach label_divisor={label_divisor}"
+            f"concat_next {concat_next.shape} and next_panoptic {next_panoptic.shape} differ in shape"
         )
-    stitched = np.where(instance > 0, semantic * label_divisor + instance + offset, next_panoptic)
-    for next_label, concat_label in matches.items():
-        stitched[next_panoptic == next_label] = concat_label
-    return stitched.astype(np.int32)
+    cv, ci, ca = labels.dense(concat_next, what="concat_next")
+    nv, ni, na = labels.dense(next_panoptic, what="next_panoptic")
+    matched = match_tables(cv, ci, ca, nv, ni, na, label_divisor=label_divisor)
+    table = stitch_table(nv, cv, matched, label_divisor=label_divisor)
+    return table.astype(np.int32)[ni]
