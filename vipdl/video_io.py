@@ -6,7 +6,7 @@ images (natural sort order, so `f2.png` comes before `f10.png`) or a single imag
 frames are replicated to three channels, alpha channels are dropped, 16-bit images are scaled to
 8 bits. Every frame of one input must have the same size.
 
-Geometry (spec §1.7 and §5, evaluation): the model runs at a fixed size `padded_hw`. A frame that
+Geometry (docs/inference.md#frame-size and docs/training.md#augmentation, evaluation): the model runs at a fixed size `padded_hw`. A frame that
 fits is padded bottom/right with 127.5 (which the model normalises to exactly 0); a larger frame
 is first resized down, keeping its aspect ratio, with an align-corners bilinear resize (deeplab2's
 `resize_to_range` with `max_size` = the eval crop). Predictions are cropped back to the resized

@@ -1,4 +1,4 @@
-"""IoU tracker for per-frame panoptic predictions: the tracking-free baseline (spec §8.4).
+"""IoU tracker for per-frame panoptic predictions: the tracking-free baseline (docs/postprocessing.md#iou-tracker).
 
 Run Panoptic-DeepLab (or ViP-DeepLab's frame-t output) frame by frame and give instances
 track ids by mask IoU with the previous frames, as deeplab2's `tracker/iou_tracker.py` does.

@@ -1,4 +1,4 @@
-"""Sequence-level ViP-DeepLab stitching: one globally tracked panoptic map per frame (spec §8.1).
+"""Sequence-level ViP-DeepLab stitching: one globally tracked panoptic map per frame (docs/postprocessing.md#sequence-stitching).
 
 A video of n frames gives n - 1 pairs (t, t+1). For each pair the two-frame post-processing
 (`vipdl.postprocess.two_frame`) yields frame t (`panoptic_t`, from the H x 2W canvas), frame

@@ -1,4 +1,4 @@
-"""ViP-DeepLab two-frame inference (spec §7.2): the H x 2W canvas and the pairwise stitcher.
+"""ViP-DeepLab two-frame inference (docs/postprocessing.md#two-frame-inference): the H x 2W canvas and the pairwise stitcher.
 
 For a pair (t, t+1) the model gives frame t's semantic logits, center heatmap and offsets,
 frame t+1's own outputs, and next-frame offsets predicted on frame t+1's pixels that point to
@@ -6,7 +6,7 @@ frame t's centers. `two_frame_panoptic` lays both frames side by side (t left, t
 keeps centers from frame t only, shifts the next-frame x-offsets by -W so right-half pixels
 point into the left half, runs the single-frame post-processing on the canvas and splits it:
 the left half is frame t, the right half is frame t+1 with instance ids shared with frame t.
-Majority vote and the stuff area test therefore run over both frames jointly (spec §11.15).
+Majority vote and the stuff area test therefore run over both frames jointly (docs/postprocessing.md#two-frame-inference).
 
 `stitch_pair` then transfers those shared ids onto frame t+1's standalone panoptic map by
 mutual-best IoU (no threshold, same class, instance 0 excluded); unmatched segments keep their
@@ -35,7 +35,7 @@ def build_canvas(
     *,
     with_logits: bool = True,
 ) -> tuple[jax.Array | None, jax.Array, jax.Array]:
-    """The H x 2W inputs of the two-frame post-processing (spec §7.2 step 3).
+    """The H x 2W inputs of the two-frame post-processing (docs/postprocessing.md#two-frame-inference step 3).
 
     Args:
       pred_t: frame t predictions of one example, keyed by `vipdl.keys`:
@@ -109,7 +109,7 @@ def two_frame_panoptic(
     ignore_label: int,
     options: panoptic_lib.PostprocessOptions = panoptic_lib.DEFAULT_OPTIONS,
 ) -> tuple[jax.Array, jax.Array]:
-    """Two-frame ViP-DeepLab post-processing of one pair (spec §7.2 steps 3-4), jitted.
+    """Two-frame ViP-DeepLab post-processing of one pair (docs/postprocessing.md#two-frame-inference steps 3-4), jitted.
 
     Works under `jax.vmap` over a leading batch axis of all inputs. Label convention and
     options are those of `panoptic.panoptic_from_predictions`.
@@ -138,7 +138,7 @@ def two_frame_panoptic(
 def pair_matches(
     concat_next: np.ndarray, next_panoptic: np.ndarray, *, label_divisor: int
 ) -> dict[int, int]:
-    """Mutual-best-IoU matches of spec §7.2 steps 6b-6d: {next label: concat label}.
+    """Mutual-best-IoU matches of docs/postprocessing.md#two-frame-inference steps 6b-6d: {next label: concat label}.
 
     Candidates are pairs of segments with the same class, both instance ids non-zero and a
     non-empty intersection; there is no IoU threshold. Pairs are visited by ascending IoU
@@ -177,7 +177,7 @@ def pair_matches(
 def stitch_pair(
     concat_next: np.ndarray, next_panoptic: np.ndarray, *, label_divisor: int
 ) -> np.ndarray:
-    """Propagates frame t ids onto frame t+1's standalone prediction (spec §7.2 step 6).
+    """Propagates frame t ids onto frame t+1's standalone prediction (docs/postprocessing.md#two-frame-inference step 6).
 
     Args:
       concat_next: int [h, w], frame t+1 from the two-frame canvas (ids shared with frame t).
