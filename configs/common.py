@@ -2,7 +2,7 @@
 
 Every `configs/<name>.py` starts from `base_config()` and overrides what its recipe changes, so
 all configs have the same fields (a config typo on the command line fails against this layout).
-Defaults are deeplab2's (spec §6): Adam eps 1e-7, poly 0.9 decay to 0, loss weights
+Defaults are deeplab2's (docs/training.md#hyper-parameters): Adam eps 1e-7, poly 0.9 decay to 0, loss weights
 semantic 1 (top-k 0.2) / center 200 / offsets 0.01 / next offsets 0.01 / depth 0.1,
 post-processing threshold 0.1, NMS 13, 400 centers, stuff area 2048.
 """
@@ -60,7 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.eval_split = "val"
     c.data.crop_size_hw = (513, 1025)  # Training crop (32k + 1).
     c.data.eval_crop_size_hw = (1025, 2049)  # Evaluation input size (pad bottom/right).
-    c.data.scales_min = 0.5  # Random scale set linspace(min, max, step) (spec §5).
+    c.data.scales_min = 0.5  # Random scale set linspace(min, max, step) (docs/training.md#augmentation).
     c.data.scales_max = 2.0
     c.data.scales_step = 0.1
     c.data.batch_size = 16  # Global batch (pairs), split over processes and devices.
@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.instance_low_level_channels = (32, 16)
     c.model.use_depth = use_depth
     c.model.depth_head_channels = 64
-    c.model.dropout_rate = 0.1  # After the ASPP projection (spec §2.3), training only.
+    c.model.dropout_rate = 0.1  # After the ASPP projection (docs/architecture.md#aspp), training only.
     c.model.batchnorm_epsilon = 1e-3  # Every BatchNorm (deeplab2's MobileNetV3 recipes: 1e-5).
     c.model.dtype = "float32"  # Compute dtype: 'float32' | 'bfloat16' (params stay float32).
     c.model.remat = False  # Rematerialise backbone blocks to save activation memory.

@@ -1,6 +1,6 @@
 r"""Panoptic-DeepLab, ResNet-50-beta OS32, single frames of Cityscapes (the ViP initialisation).
 
-deeplab2 `configs/cityscapes/panoptic_deeplab/resnet50_beta_os32.textproto` (spec §6): Adam
+deeplab2 `configs/cityscapes/panoptic_deeplab/resnet50_beta_os32.textproto` (docs/training.md#hyper-parameters): Adam
 2.5e-4, poly 0.9, 60k steps, batch 32, crop 1025x2049 (ASPP pooling window 33x65), ASPP rates
 3/6/9, eval 1025x2049, NMS 13, ImageNet-pretrained backbone. Trains on the Cityscapes panoptic
 images (2975 train / 500 val, `vipdl-prepare-data --dataset cityscapes_panoptic`,

@@ -1,6 +1,6 @@
 r"""ViP-DeepLab, ResNet-50-beta OS32, Cityscapes-DVPS (panoptic + depth).
 
-deeplab2 `configs/cityscapes_dvps/vip_deeplab/resnet50_beta_os32.textproto` (spec §6): Adam
+deeplab2 `configs/cityscapes_dvps/vip_deeplab/resnet50_beta_os32.textproto` (docs/training.md#hyper-parameters): Adam
 (eps 1e-7) 2.5e-4 with poly 0.9 decay over 120k steps, batch 16 pairs, crop 513x1025, eval
 1025x2049, random scale 0.5..2.0, loss weights 1 / 200 / 0.01 / 0.01 / 0.1 (depth), ASPP
 rates 3/6/9 with image pooling over the training crop. Initialise from a Panoptic-DeepLab run:

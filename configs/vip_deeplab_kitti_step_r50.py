@@ -1,7 +1,7 @@
 r"""ViP-DeepLab, ResNet-50-beta OS32, KITTI-STEP (dense labels, person and car tracked).
 
 deeplab2 has no ViP-DeepLab KITTI-STEP config; this uses its KITTI-STEP Motion-DeepLab recipe
-(spec §6): Adam 1e-4, poly 0.9, 50k steps, batch 32, crop and eval size 385x1249,
+(docs/training.md#hyper-parameters): Adam 1e-4, poly 0.9, 50k steps, batch 32, crop and eval size 385x1249,
 stuff_area_limit 0, initialised from the Cityscapes Panoptic-DeepLab checkpoint.
 
   .venv/bin/python scripts/train.py --config=configs/vip_deeplab_kitti_step_r50.py \

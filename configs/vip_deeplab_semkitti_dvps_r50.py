@@ -1,6 +1,6 @@
 r"""ViP-DeepLab, ResNet-50-beta OS32, SemKITTI-DVPS (sparse LiDAR labels + depth).
 
-deeplab2 `configs/semkitti_dvps/vip_deeplab/resnet50_beta_os32.textproto` (spec §6): Adam
+deeplab2 `configs/semkitti_dvps/vip_deeplab/resnet50_beta_os32.textproto` (docs/training.md#hyper-parameters): Adam
 2.5e-4, poly 0.9, 120k steps, batch 16 pairs, crop and eval size 385x1281, depth weight 0.1,
 initialised from the Cityscapes Panoptic-DeepLab checkpoint.
 

@@ -30,7 +30,7 @@ def _load(path):
     return module
 
 
-# Trainable parameters (spec §2.7): R50-beta ViP-DeepLab with depth head and 19 classes is
+# Trainable parameters (docs/architecture.md#parameter-counts): R50-beta ViP-DeepLab with depth head and 19 classes is
 # 85,956,153; without the depth head (23,489) 85,932,664; VIPSeg's 124 classes add
 # (124 - 19) * (256 + 1) to the semantic head; Panoptic-DeepLab R50-beta is 55,097,478.
 EXPECTED_PARAMS = {

@@ -2,7 +2,7 @@
 
 An "oracle" model reads labels painted into the frames (red = class, green = instance), so the
 predictor's output can be checked against the ground truth and against a plain, non-streaming
-numpy re-implementation of the reference sequence procedure (spec §7.2 + §8.1).
+numpy re-implementation of the reference sequence procedure (docs/postprocessing.md#two-frame-inference + docs/postprocessing.md#sequence-stitching).
 """
 
 from __future__ import annotations

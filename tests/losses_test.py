@@ -1,4 +1,4 @@
-"""Losses against numpy references and hand-computed values (spec §4, §13)."""
+"""Losses against numpy references and hand-computed values (docs/training.md#losses, docs/architecture.md#known-answer-checks)."""
 
 import jax
 import jax.numpy as jnp
@@ -44,13 +44,13 @@ def np_depth(pred, gt):
 
 
 def test_spec_topk_uniform_loss_is_one():
-    # §13: uniform per-pixel loss 1 on 10x10 with top-k 0.2 -> k = 20, normaliser 20 -> 1.0.
+    # docs/architecture.md#known-answer-checks: uniform per-pixel loss 1 on 10x10 with top-k 0.2 -> k = 20, normaliser 20 -> 1.0.
     got = losses.average_top_k_loss(jnp.ones((1, 10, 10)), 0.2)
     np.testing.assert_allclose(np.asarray(got), [1.0], rtol=0, atol=0)
 
 
 def test_spec_half_zero_weights_mean_over_nonzero_half():
-    # §13: weights 0 on half of the pixels and top-k 1 -> mean over the non-zero half.
+    # docs/architecture.md#known-answer-checks: weights 0 on half of the pixels and top-k 1 -> mean over the non-zero half.
     pixel = np.arange(1, 101, dtype=np.float32).reshape(1, 10, 10)
     weights = np.zeros((1, 10, 10), np.float32)
     weights[:, :5] = 1.0

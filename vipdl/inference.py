@@ -1,22 +1,22 @@
 """Streaming video inference: frames in, tracked panoptic maps out.
 
 `VideoPredictor` runs ViP-DeepLab over a video the way the reference sequence runner does
-(spec §7.2 and §8.1; deeplab2 `ViP_DeepLab_Demo.ipynb`), without ever holding the video:
+(docs/postprocessing.md#two-frame-inference and docs/postprocessing.md#sequence-stitching; deeplab2 `ViP_DeepLab_Demo.ipynb`), without ever holding the video:
 
 * Each frame is encoded exactly once. The jitted device step takes the cached features and
   decoded outputs of the previous frame plus `batch_size` new frames, and returns, per pair
   (t, t+1), the frame-t panoptic map `P` and the stitched frame-(t+1) map `Q` of the two-frame
-  canvas (§7.2: H x 2W canvas post-processing, standalone post-processing of t+1, mutual-IoU
+  canvas (docs/postprocessing.md#two-frame-inference: H x 2W canvas post-processing, standalone post-processing of t+1, mutual-IoU
   stitcher), cropped/resized back to the frame size. Only these int32 maps (and optional
   depth) cross to the host, and the next step is dispatched before the host waits for the
   previous one, so host work overlaps device work.
 * `vipdl.postprocess.stitching.VideoStitcher` turns the per-pair ids into sequence-level track
-  ids on the host (§8.1).
+  ids on the host (docs/postprocessing.md#sequence-stitching).
 * Frame 0 is `P` of the first pair, frame t+1 is `Q` of pair (t, t+1). The reference notebook
   also appends a copy of the last frame to get the last frame's depth; depth only depends on
   the frame itself, so here every frame's depth comes from its own decoder pass instead. A
   one-frame video is run as the pair (f0, f0).
-* `tracker="iou"` is the tracking-free baseline (spec §8.4): per-frame Panoptic-DeepLab
+* `tracker="iou"` is the tracking-free baseline (docs/postprocessing.md#iou-tracker): per-frame Panoptic-DeepLab
   post-processing on the device and `vipdl.postprocess.iou_tracker.IoUTracker` on the host.
 
 Frames of any size are mapped onto the model input by `vipdl.video_io.compute_geometry` (pad
@@ -143,10 +143,10 @@ class VideoPredictor:
           tracker: "vip" (ViP-DeepLab two-frame propagation + sequence stitching) or "iou"
             (per-frame panoptic + IoU tracker, the tracking-free baseline).
           memory_frames: frames a lost track is remembered for: the IoU tracker's inactivity
-            limit (default 10, spec §8.4) or the `VideoStitcher` re-identification window
+            limit (default 10, docs/postprocessing.md#iou-tracker) or the `VideoStitcher` re-identification window
             (default 0 = off, as the reference). None = those defaults.
           stitching_mode: `VideoStitcher` mode, "clean" (default) or "reference" (the
-            notebook's literal procedure, spec §8.1).
+            notebook's literal procedure, docs/postprocessing.md#sequence-stitching).
           batch_size: new frames per device call (pairs are formed across the batch).
           output_stride: used to choose the input size when `eval_crop_size_hw` is None.
           return_depth: return depth maps when the model predicts depth.

@@ -1,4 +1,4 @@
-"""ViP-DeepLab training losses, per example (spec §4, deeplab2 `model/loss`).
+"""ViP-DeepLab training losses, per example (docs/training.md#losses, deeplab2 `model/loss`).
 
 Every term is reduced per sample with deeplab2's `compute_average_top_k_loss`: keep the
 `round(top_k_percent * H * W)` largest weighted pixel losses (ignored pixels, whose loss is 0,
@@ -200,7 +200,7 @@ def compute_losses(
     Args:
         predictions: model outputs keyed by `keys.PRED_*` (input resolution).
         batch: targets keyed by `keys.GT_*` (see docs/architecture.md, training batch).
-        *_weight: loss weights of spec §4; `top_k_percent` applies to the semantic term only.
+        *_weight: loss weights of docs/training.md#losses; `top_k_percent` applies to the semantic term only.
         ignore_label: semantic label excluded from the cross-entropy.
         ignore_depth: depth value meaning "no ground truth".
 
@@ -247,7 +247,7 @@ def compute_losses(
 
 
 def batch_mean_nan_to_zero(per_example: jax.Array) -> jax.Array:
-    """Mean of a `[b]` loss term over the batch, with a NaN mean replaced by 0 (spec §4).
+    """Mean of a `[b]` loss term over the batch, with a NaN mean replaced by 0 (docs/training.md#losses).
 
     Differentiable: when the mean is NaN the zero branch is selected and every example's
     cotangent is 0 (the NaNs are never multiplied into a gradient if the per-example values were

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule of the deeplab2 recipes (spec §6).
+"""Optimizer and learning-rate schedule of the deeplab2 recipes (docs/training.md#hyper-parameters).
 
 deeplab2 trains with Keras Adam (beta1 0.9, beta2 0.999, eps 1e-7 — optax's default eps is 1e-8)
 under a polynomial decay `lr(step) = (base - end) * (1 - min(step, N) / N) ** power + end`, with
@@ -45,7 +45,7 @@ def poly_schedule(
 def poly_schedule_reference(
     step: np.ndarray, learning_rate: float, num_steps: int, power: float, end_learning_rate: float
 ) -> np.ndarray:
-    """Numpy twin of `poly_schedule` (float64), written from the formula in spec §6."""
+    """Numpy twin of `poly_schedule` (float64), written from the formula in docs/training.md#hyper-parameters."""
     frac = 1.0 - np.minimum(np.asarray(step, np.float64), num_steps) / num_steps
     return (learning_rate - end_learning_rate) * frac**power + end_learning_rate
 

@@ -46,7 +46,7 @@ def make_loss_fn(config: ml_collections.ConfigDict) -> LossFn:
     """`(predictions, batch) -> (scalar loss, {term: scalar})` with deeplab2's batch averaging.
 
     `losses.reduce_losses` averages each weighted term over the (global) batch with a NaN mean
-    replaced by 0 (spec §4), then sums them. The next-offset and depth terms are only present
+    replaced by 0 (docs/training.md#losses), then sums them. The next-offset and depth terms are only present
     when the model predicts them.
     """
     weights = from_config.loss_weights(config)

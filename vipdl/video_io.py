@@ -14,7 +14,7 @@ next), frames missing from the decoded stream (a timestamp gap of whole frame du
 after decoder errors), and images that cannot be read or have another size; `on_bad_frame` says
 what happens to them.
 
-Geometry (spec §1.7 and §5, evaluation): the model runs at a fixed size `padded_hw`. A frame that
+Geometry (docs/inference.md#frame-size and docs/training.md#augmentation, evaluation): the model runs at a fixed size `padded_hw`. A frame that
 fits is padded bottom/right with 127.5 (which the model normalises to exactly 0); a larger frame
 is first resized down, keeping its aspect ratio, with an align-corners bilinear resize (deeplab2's
 `resize_to_range` with `max_size` = the eval crop). Predictions are cropped back to the resized

@@ -19,7 +19,7 @@ def _assert_same(expected: dict, actual: dict):
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
 
 
-def test_gaussian_template_matches_spec_section_13():
+def test_gaussian_template_matches_the_known_answer():
     template, offset = targets.gaussian_template(8.0)
     assert template.shape == (51, 51) and template.dtype == np.float32
     assert offset == 25

@@ -148,7 +148,7 @@ def test_aspp_pool_size_helper():
 def test_average_pool_valid_sliding_window():
     x = np.random.default_rng(4).normal(size=(1, 33, 65, 2)).astype(np.float32)
     got = np.asarray(average_pool_valid(jnp.asarray(x), (17, 33)))
-    assert got.shape == (1, 17, 33, 2)  # spec §13: 17x33 before upsampling at 1025x2049 eval
+    assert got.shape == (1, 17, 33, 2)  # docs/architecture.md#known-answer-checks: 17x33 before upsampling at 1025x2049 eval
     np.testing.assert_allclose(got[0, 3, 5], x[0, 3:20, 5:38].mean((0, 1)), atol=1e-5)
     # A window at least as large as the map is global pooling.
     glob = np.asarray(average_pool_valid(jnp.asarray(x), (40, 80)))

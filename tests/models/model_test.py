@@ -1,5 +1,5 @@
 """ViPDeepLab / PanopticDeepLab: shapes, exact parameter counts, streaming API, sync BN,
-bf16 and remat switches (spec §2, §13)."""
+bf16 and remat switches (docs/architecture.md#network, docs/architecture.md#known-answer-checks)."""
 
 import jax
 import jax.numpy as jnp
@@ -84,12 +84,12 @@ def test_reference_parameter_counts():
     vip_r50 = nnx.eval_shape(
         lambda: ViPDeepLab(ModelConfig(19, backbone="resnet50", use_depth=True), rngs=nnx.Rngs(0))
     )
-    assert n_params(vip_r50) == 85_832_377  # spec §2.7, R50 column
+    assert n_params(vip_r50) == 85_832_377  # docs/architecture.md#parameter-counts, R50 column
     assert n_params(vip_r50.encoder) == 23_508_032
 
 
 def test_reference_shapes_513x1025():
-    # spec §13: res5 [2, 17, 33, 2048]; next-frame ASPP input 4096 channels; outputs at input size.
+    # docs/architecture.md#known-answer-checks: res5 [2, 17, 33, 2048]; next-frame ASPP input 4096 channels; outputs at input size.
     model = nnx.eval_shape(lambda: ViPDeepLab(ModelConfig(19), rngs=nnx.Rngs(0)))
     feats = jax.eval_shape(
         lambda m, x: m.encode(x), model, jax.ShapeDtypeStruct((2, 513, 1025, 3), jnp.float32)

@@ -1,4 +1,4 @@
-"""IoU tracker of the tracking-free baseline (spec §8.4)."""
+"""IoU tracker of the tracking-free baseline (docs/postprocessing.md#iou-tracker)."""
 
 import numpy as np
 import pytest

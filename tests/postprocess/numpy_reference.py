@@ -1,4 +1,4 @@
-"""Plain numpy reference of the Panoptic-DeepLab post-processing rules (spec §7.1), for tests.
+"""Plain numpy reference of the Panoptic-DeepLab post-processing rules (docs/postprocessing.md#panoptic-deeplab-post-processing), for tests.
 
 Written for readability, following deeplab2's procedure step by step (explicit loops over
 centers, instance ids and classes, dynamic shapes). `vipdl.postprocess.panoptic` is the fast

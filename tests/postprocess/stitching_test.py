@@ -1,4 +1,4 @@
-"""Sequence stitching: clean vs the notebook's literal procedure (spec §8.1), re-identification
+"""Sequence stitching: clean vs the notebook's literal procedure (docs/postprocessing.md#sequence-stitching), re-identification
 after occlusion, and track-id overflow."""
 
 import numpy as np

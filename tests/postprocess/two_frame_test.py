@@ -1,4 +1,4 @@
-"""ViP-DeepLab two-frame canvas and the pairwise stitcher (spec §7.2)."""
+"""ViP-DeepLab two-frame canvas and the pairwise stitcher (docs/postprocessing.md#two-frame-inference)."""
 
 import functools
 
@@ -49,7 +49,7 @@ def test_canvas_propagates_ids_and_counts_stuff_over_both_frames():
     )
     np.testing.assert_array_equal(panoptic_t, [[1001, 1001, 0, 0], [1001, 1001, 0, 0]])
     np.testing.assert_array_equal(concat_next, [[0, 1001, 1001, 0], [0, 1001, 1001, 0]])
-    # Post-processing frame t alone sees only 4 road pixels: the road is void (spec §11.15).
+    # Post-processing frame t alone sees only 4 road pixels: the road is void (docs/postprocessing.md#two-frame-inference).
     alone = reference.panoptic_from_predictions(
         pred_t[keys.PRED_SEMANTIC_LOGITS],
         heat_t,

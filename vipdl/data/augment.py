@@ -1,4 +1,4 @@
-"""Pair-consistent training augmentation (spec §5) and align-corners resizing in numpy.
+"""Pair-consistent training augmentation (docs/training.md#augmentation) and align-corners resizing in numpy.
 
 One draw of (scale, pad offset, crop offset, flip) is shared by frame t, frame t+1, both panoptic
 maps and the depth map, so the pixels of the two frames stay comparable for the next-frame offsets.
@@ -32,7 +32,7 @@ def scale_set(
     """The discrete set of random scales, `linspace(min, max, int((max - min) / step + 1))`.
 
     deeplab2 reads `min/max/step` from float32 proto fields, so its step is 0.10000000149 and
-    `int(1.5 / step + 1)` is 15, not 16: its set is {0.5, 0.607, ..., 2.0} without 1.0 (spec §5.2).
+    `int(1.5 / step + 1)` is 15, not 16: its set is {0.5, 0.607, ..., 2.0} without 1.0 (docs/training.md#random-scale).
     By default we use the documented intent, 16 values 0.5, 0.6, ..., 2.0 (1.0 included): the
     step count is computed with a small tolerance and the values are rounded to 10 decimals.
     `reference_float32=True` reproduces deeplab2's float32 arithmetic (and tf.linspace) exactly.

@@ -264,7 +264,7 @@ def make_train_loader(
         batches, batches buffered ahead).
       worker_buffer_size: batches buffered per worker process.
       pad_image_value: image padding value.
-      sigma, small_instance_area, small_instance_weight: target options (spec §3).
+      sigma, small_instance_area, small_instance_weight: target options (docs/training.md#targets).
 
     Returns:
       A grain iterator: `next(it)` is a dict of numpy arrays with leading axis `batch_size`

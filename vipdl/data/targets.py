@@ -1,6 +1,6 @@
 """ViP-DeepLab training targets from a (frame t, frame t+1) pair of panoptic maps.
 
-Follows docs/vip_deeplab_spec.md §3 (deeplab2 `data/sample_generator.py`):
+Follows docs/training.md#targets (deeplab2 `data/sample_generator.py`):
 
 * semantic target `panoptic // D`; crowd (thing class, instance 0) keeps its class;
 * semantic weights 1, times `small_instance_weight` on instances of area < `small_instance_area`;
@@ -162,7 +162,7 @@ def make_targets(
     small_instance_area: int = 4096,
     small_instance_weight: float = 3.0,
 ) -> dict[str, np.ndarray]:
-    """ViP-DeepLab targets of one augmented pair (spec §3), vectorised.
+    """ViP-DeepLab targets of one augmented pair (docs/training.md#targets), vectorised.
 
     Args:
       panoptic: int `[height, width]`, frame t, `semantic * label_divisor + instance`; void and

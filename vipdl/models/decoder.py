@@ -1,4 +1,4 @@
-"""ASPP and the Panoptic-DeepLab single decoder (spec §2.3, §2.4)."""
+"""ASPP and the Panoptic-DeepLab single decoder (docs/architecture.md#aspp, docs/architecture.md#decoder)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def aspp_pool_size(crop_size_hw: Sequence[int], output_stride: int) -> tuple[int
     """ASPP pooling window for a training crop: `int((s - 1) / OS + 1)` per axis.
 
     513x1025 at OS32 gives (17, 33), 385x1281 gives (13, 41) -- the size of res5 at that crop,
-    so training sees global pooling while larger eval inputs get a sliding window (spec §2.3).
+    so training sees global pooling while larger eval inputs get a sliding window (docs/architecture.md#aspp).
     """
     if len(crop_size_hw) != 2:
         raise ValueError(
@@ -51,7 +51,7 @@ class ASPP(nnx.Module):
     pooling -> 1x1 conv -> align-corners resize back -- concatenated, projected by a 1x1 conv and
     followed by dropout (training only). Every conv is conv + BN + ReLU.
 
-    `pool_size_hw=None` pools globally; otherwise a fixed stride-1 VALID window (spec §2.3).
+    `pool_size_hw=None` pools globally; otherwise a fixed stride-1 VALID window (docs/architecture.md#aspp).
     `[b, h, w, in_channels] -> [b, h, w, channels]`.
     """
 

@@ -1,4 +1,4 @@
-"""Prediction heads (spec §2.5): 5x5 separable conv + BN + ReLU, then a 1x1 conv with bias."""
+"""Prediction heads (docs/architecture.md#heads): 5x5 separable conv + BN + ReLU, then a 1x1 conv with bias."""
 
 from __future__ import annotations
 

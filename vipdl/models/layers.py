@@ -1,6 +1,6 @@
 """Building blocks shared by the backbones, decoders and heads.
 
-Conventions follow deeplab2 (spec §2.1): convolutions pad explicitly and symmetrically
+Conventions follow deeplab2 (docs/architecture.md#layer-conventions): convolutions pad explicitly and symmetrically
 (`Conv2DSame`), conv -> BatchNorm -> ReLU, BatchNorm momentum 0.99 / epsilon 1e-3,
 He-normal (truncated) conv kernels, Glorot-uniform depthwise kernels, and every bilinear
 resize is align-corners.
@@ -176,7 +176,7 @@ class BatchNorm(nnx.Module):
     `groups > 1` splits the batch into interleaved groups (sample i belongs to group i % groups),
     normalises each with its own statistics and folds them into the running averages one group
     after the other. ViP-DeepLab uses this to encode frames t and t+1 in one backbone call while
-    keeping the reference behaviour of two encoder calls (spec §1.4): separate batch statistics
+    keeping the reference behaviour of two encoder calls (docs/architecture.md#shared-encoder): separate batch statistics
     per frame, and moving averages updated twice per step, frame t first.
     """
 
@@ -465,7 +465,7 @@ class DepthwiseConv(nnx.Module):
 
 
 class SeparableConvBN(nnx.Module):
-    """deeplab2 `SeparableConv2DSame` with BN and ReLU after both parts (spec §2.1).
+    """deeplab2 `SeparableConv2DSame` with BN and ReLU after both parts (docs/architecture.md#layer-conventions).
 
     Depthwise k x k (multiplier 1, no bias) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU.
     `[batch, height, width, in_channels]` -> `[batch, height, width, out_channels]`.

@@ -1,4 +1,4 @@
-"""ResNet backbones in deeplab2's layout (spec §2.2), returning multi-scale endpoints.
+"""ResNet backbones in deeplab2's layout (docs/architecture.md#backbones), returning multi-scale endpoints.
 
 deeplab2's ResNet-50 is a post-activation ResNet v1.5 with the max-pool removed: the stem conv
 has stride 2 and the first block of every stage (stage 2 included) strides in its 3x3 conv.

@@ -1,6 +1,6 @@
 """Meta-architectures: `PanopticDeepLab` (one frame) and `ViPDeepLab` (a frame pair).
 
-Wiring follows deeplab2 (spec §2.6): one shared encoder; semantic and instance decoders (and the
+Wiring follows deeplab2 (docs/architecture.md#vip-deeplab-wiring): one shared encoder; semantic and instance decoders (and the
 optional depth head) see frame t only; the next-frame decoder takes concat(res5_t, res5_t+1)
 with low-level features of frame t+1 and predicts, on frame t+1's pixels, offsets to frame t's
 instance centres. Every output is resized (align-corners) to the input size; offsets are first
@@ -212,7 +212,7 @@ class PanopticDeepLab(nnx.Module):
     # -- helpers ---------------------------------------------------------------------------
 
     def _normalise(self, frames: jax.Array) -> jax.Array:
-        # Padding pixels carry 127.5 and become exactly 0 (spec §1.3).
+        # Padding pixels carry 127.5 and become exactly 0 (docs/architecture.md#inputs).
         return (frames.astype(jnp.float32) / 127.5 - 1.0).astype(self.dtype)
 
     def set_aspp_pool_size(self, pool_size_hw: tuple[int, int] | None) -> None:

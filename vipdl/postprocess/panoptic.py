@@ -1,4 +1,4 @@
-"""Panoptic-DeepLab post-processing as a jitted, static-shape JAX function (spec §7.1).
+"""Panoptic-DeepLab post-processing as a jitted, static-shape JAX function (docs/postprocessing.md#panoptic-deeplab-post-processing).
 
 Semantic argmax, center thresholding and max-pool NMS, a fixed number of top-k center slots
 with a validity mask, grouping of pixels to the nearest center through the predicted offsets,
@@ -439,7 +439,7 @@ def panoptic_from_predictions(
     ignore_label: int,
     options: PostprocessOptions = DEFAULT_OPTIONS,
 ) -> jax.Array:
-    """Panoptic-DeepLab post-processing of one image (spec §7.1), jitted with static shapes.
+    """Panoptic-DeepLab post-processing of one image (docs/postprocessing.md#panoptic-deeplab-post-processing), jitted with static shapes.
 
     Works inside `jax.jit` and under `jax.vmap` (map over a leading batch axis); the keyword
     options are static.

@@ -1,4 +1,4 @@
-"""ViP-DeepLab two-frame inference (spec §7.2): the H x 2W canvas and the pairwise stitcher.
+"""ViP-DeepLab two-frame inference (docs/postprocessing.md#two-frame-inference): the H x 2W canvas and the pairwise stitcher.
 
 For a pair (t, t+1) the model gives frame t's semantic logits, center heatmap and offsets,
 frame t+1's own outputs, and next-frame offsets predicted on frame t+1's pixels that point to
@@ -6,7 +6,7 @@ frame t's centers. `two_frame_panoptic` lays both frames side by side (t left, t
 keeps centers from frame t only, shifts the next-frame x-offsets by -W so right-half pixels
 point into the left half, runs the single-frame post-processing on the canvas and splits it:
 the left half is frame t, the right half is frame t+1 with instance ids shared with frame t.
-Majority vote and the stuff area test therefore run over both frames jointly (spec §11.15).
+Majority vote and the stuff area test therefore run over both frames jointly (docs/postprocessing.md#two-frame-inference).
 
 `stitch_pair` then transfers those shared ids onto frame t+1's standalone panoptic map by
 mutual-best IoU (no threshold, same class, instance 0 excluded); unmatched segments keep their
@@ -37,7 +37,7 @@ def build_canvas(
     *,
     with_logits: bool = True,
 ) -> tuple[jax.Array | None, jax.Array, jax.Array]:
-    """The H x 2W inputs of the two-frame post-processing (spec §7.2 step 3).
+    """The H x 2W inputs of the two-frame post-processing (docs/postprocessing.md#two-frame-inference step 3).
 
     Args:
       pred_t: frame t predictions of one example, keyed by `vipdl.keys`:
@@ -111,7 +111,7 @@ def two_frame_panoptic(
     ignore_label: int,
     options: panoptic_lib.PostprocessOptions = panoptic_lib.DEFAULT_OPTIONS,
 ) -> tuple[jax.Array, jax.Array]:
-    """Two-frame ViP-DeepLab post-processing of one pair (spec §7.2 steps 3-4), jitted.
+    """Two-frame ViP-DeepLab post-processing of one pair (docs/postprocessing.md#two-frame-inference steps 3-4), jitted.
 
     Works under `jax.vmap` over a leading batch axis of all inputs. Label convention and
     options are those of `panoptic.panoptic_from_predictions`.
