@@ -22,6 +22,7 @@ The model is a training workdir of `configs/synthetic.py` (`--workdir`; the demo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -103,6 +104,49 @@ def segments_per_frame(out: Path) -> float:
     return float(np.mean([len(a["segments_info"]) for a in annotations]))
 
 
+def _measure_tree(name, src, workdir, clip, data, scratch, frames, measured) -> None:
+    """Every measurement of one source tree (`measured` runs each one unless already done)."""
+    cache = scratch / f"cache_{name}"
+    out = scratch / "p" / "out"
+    measured(name, "cold", lambda: predict(src, workdir, clip, out, cache, frames))
+    measured(name, "warm", lambda: predict(src, workdir, clip, out, cache, frames))
+    postprocess = scratch / f"config_{name}.py"
+    # Post-processing may keep 400 centers (the synthetic config keeps 64).
+    postprocess.write_text(
+        "from vipdl import checkpointing\n\n\ndef get_config(arg=None):\n"
+        f"    c = checkpointing.load_config({str(workdir)!r})\n"
+        "    c.postprocess.keep_k_centers = 400\n    return c\n")
+
+    def objects(n):
+        out = scratch / "s" / "out"
+        res = predict(src, workdir, data / f"objects{n}", out, cache, 30,
+                      ["--config", str(postprocess), "--checkpoint", str(workdir)])
+        res["segments"] = segments_per_frame(out)
+        return res
+
+    for n in (10, 100, 400):
+        measured(name, f"objects{n}", functools.partial(objects, n))
+    measured(name, "evaluate", lambda: run_cli(
+        src, "evaluate.py", ["--workdir", str(workdir), "--max-videos", "1", "--no-progress"],
+        cache=cache, out=None))
+
+    def train():
+        run_dir = scratch / f"train_{name}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(workdir, run_dir)
+        steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()
+                       if p.name.isdigit())
+        try:
+            return run_cli(src, "train.py", [f"--config={src / 'configs' / 'synthetic.py'}",
+                                             f"--workdir={run_dir}",
+                                             f"--config.train.num_steps={steps[-1] + 1}",
+                                             "--config.eval.mode=none"], cache=cache, out=None)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    measured(name, "train", train)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=str(ROOT / "demo_out" / "workdir"),
@@ -112,6 +156,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=120, help="frames of the start-up clip")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
                                                            "vipdl_startup_bench"))
+    parser.add_argument("--results", help="keep measurements in this JSON file; a rerun skips "
+                        "those already there")
     args = parser.parse_args(argv)
     if args.quick:
         args.frames = 30
@@ -127,46 +173,23 @@ def main(argv=None) -> int:
     write_clip(clip, args.frames, None, 0)
     for n in (10, 100, 400):
         write_clip(data / f"objects{n}", 30, n, n)
-    results: dict = {}
+    results_file = Path(args.results) if args.results else None
+    results: dict = json.loads(results_file.read_text()) if results_file and \
+        results_file.is_file() else {}
+
+    def measured(name: str, key: str, fn):
+        r = results.setdefault(name, {})
+        if key not in r:
+            log(f"{name}: {key}")
+            r[key] = {k: v for k, v in fn().items() if k != "stdout"}
+            if results_file is not None:
+                results_file.write_text(json.dumps(results, indent=1))
+        return r[key]
+
     scratch = Path(tempfile.mkdtemp(prefix="vipdl_startup_"))
     try:
         for name, src in trees:
-            r = results.setdefault(name, {})
-            cache = scratch / f"cache_{name}"
-            log(f"{name}: predict_video cold")
-            r["cold"] = predict(src, workdir, clip, scratch / "p" / "out", cache, args.frames)
-            log(f"{name}: predict_video warm")
-            r["warm"] = predict(src, workdir, clip, scratch / "p" / "out", cache, args.frames)
-            postprocess = scratch / f"config_{name}.py"
-            # Post-processing may keep 400 centers (the synthetic config keeps 64).
-            postprocess.write_text(
-                "from vipdl import checkpointing\n\n\ndef get_config(arg=None):\n"
-                f"    c = checkpointing.load_config({str(workdir)!r})\n"
-                "    c.postprocess.keep_k_centers = 400\n    return c\n")
-            for n in (10, 100, 400):
-                log(f"{name}: {n} objects")
-                out = scratch / "s" / "out"
-                res = predict(src, workdir, data / f"objects{n}", out, cache, 30,
-                              ["--config", str(postprocess), "--checkpoint", str(workdir)])
-                res["segments"] = segments_per_frame(out)
-                r[f"objects{n}"] = res
-            log(f"{name}: evaluate.py")
-            ev = run_cli(src, "evaluate.py", ["--workdir", str(workdir), "--max-videos", "1",
-                                              "--no-progress"], cache=cache, out=None)
-            r["evaluate"] = ev
-            log(f"{name}: training resume + 1 step")
-            run_dir = scratch / f"train_{name}"
-            shutil.copytree(workdir, run_dir)
-            manager_steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()
-                                   if p.name.isdigit())
-            next_step = manager_steps[-1] + 1
-            tr = run_cli(src, "train.py", [f"--config={src / 'configs' / 'synthetic.py'}",
-                                           f"--workdir={run_dir}",
-                                           f"--config.train.num_steps={next_step}",
-                                           "--config.eval.mode=none"],
-                         cache=cache, out=None)
-            r["train"] = tr
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _measure_tree(name, src, workdir, clip, data, scratch, args.frames, measured)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
