@@ -66,8 +66,14 @@ def run_cli(src: Path, script: str, args: list[str], *, cache: Path | None, out:
     the last of `frames` VPS PNGs appeared under `out`'s parent (polled every 20 ms)."""
     env = dict(os.environ, PYTHONPATH=str(src), JAX_PLATFORMS="cpu")
     env["VIPDL_COMPILATION_CACHE"] = str(cache) if cache is not None else "0"
+    # What scripts/<script> does: the CLI's main (run by module, the same in every tree).
+    module = {"predict_video.py": "predict_video", "evaluate.py": "evaluate",
+              "train.py": "train"}[script]
+    argv0 = [f"vipdl-{module}"] if module == "train" else []
+    code = (f"import sys; from vipdl.cli.{module} import main; "
+            f"r = main({argv0 + list(args)!r}); sys.exit(r if isinstance(r, int) else 0)")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(src / "scripts" / script), *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=src,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = last = None
     while proc.poll() is None:
