@@ -177,6 +177,7 @@ class ShardedInit:
             parallel.state_shardings(nnx.state(abstract_model), mesh, min_fsdp_size=min_fsdp_size),
             parallel.state_shardings(nnx.state(abstract_opt), mesh, min_fsdp_size=min_fsdp_size),
         )
+        self._unused_abstract = (abstract_model, abstract_opt)  # Tracing it again costs seconds.
         self._compiled = None
 
     def __call__(self) -> tuple[nnx.Module, nnx.Optimizer]:
@@ -197,6 +198,9 @@ class ShardedInit:
     def abstract(self) -> tuple[nnx.Module, nnx.Optimizer]:
         """Shape-only (model, optimizer): fill them with `checkpointing.restore_checkpoint(...,
         shardings=self.shardings)`."""
+        if self._unused_abstract is not None:
+            out, self._unused_abstract = self._unused_abstract, None
+            return out
         return nnx.eval_shape(self._init)
 
 
