@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from vipdl.evaluation import pq
+from vipdl.evaluation import boundary, pq
 from vipdl.evaluation.readers import EvalInputError, VpsFrame, VpsSet, vps_frame_pairs
 
 
@@ -89,6 +89,7 @@ def windows_stats(
     pred_table: pq.SegmentTable,
     num_classes: int,
     window_sizes: Sequence[int],
+    boundary_frames: Sequence[pq.PairCounts] | None = None,
 ) -> dict[int, pq.PQStats]:
     """Sums match statistics over all windows of each size of one video.
 
@@ -97,13 +98,17 @@ def windows_stats(
       gt_table, pred_table: the video's segment tables.
       num_classes: size of the per-class arrays.
       window_sizes: window lengths n in frames; videos shorter than n contribute nothing.
+      boundary_frames: optional per-frame band-map histograms (Boundary VPQ, see
+        `vipdl.evaluation.boundary`).
     """
     out = {}
     for n in window_sizes:
         stats = pq.PQStats.zeros(num_classes)
         for start in range(len(frames) - n + 1):
             tube = pq.merge_pair_counts(frames[start : start + n])
-            stats += pq.match_pairs(tube, gt_table, pred_table, num_classes)
+            band = (None if boundary_frames is None
+                    else pq.merge_pair_counts(boundary_frames[start : start + n]))
+            stats += pq.match_pairs(tube, gt_table, pred_table, num_classes, boundary=band)
         out[n] = stats
     return out
 
@@ -233,6 +238,7 @@ def video_stats_from_arrays(
     label_divisor: int,
     ignore_label: int,
     window_sizes: Sequence[int] = (1, 2, 3, 4),
+    boundary_dilation: float | None = None,
 ) -> dict[int, pq.PQStats]:
     """VPQ statistics of one video given as in-memory panoptic maps.
 
@@ -242,6 +248,8 @@ def video_stats_from_arrays(
         instance 0 in the ground truth. A (class, instance) pair is one tube across frames.
       num_classes, thing_ids, label_divisor, ignore_label: the label convention.
       window_sizes: window lengths in frames.
+      boundary_dilation: with a band width (fraction of the image diagonal, 0.02 in the paper),
+        Boundary VPQ statistics instead: pair IoUs are min(mask IoU, boundary IoU).
 
     Returns:
       window size -> PQStats summed over the windows of this video.
@@ -249,7 +257,7 @@ def video_stats_from_arrays(
     if len(gt) != len(pred):
         raise ValueError(f"{len(gt)} ground-truth frames but {len(pred)} predicted frames")
     things = set(int(t) for t in thing_ids)
-    frames, gt_cat, gt_flag, pred_cat = [], {0: -1}, {0: pq.VOID}, {}
+    frames, bands, gt_cat, gt_flag, pred_cat = [], [], {0: -1}, {0: pq.VOID}, {}
     for i, (g, p) in enumerate(zip(gt, pred)):
         gk = panoptic_to_keys(g, label_divisor=label_divisor, ignore_label=ignore_label)
         pk = panoptic_to_keys(p, label_divisor=label_divisor, ignore_label=ignore_label)
@@ -266,8 +274,11 @@ def video_stats_from_arrays(
             _check_class(cat, num_classes, f"prediction frame {i}")
             pred_cat[key] = cat
         frames.append(pairs)
+        if boundary_dilation is not None:
+            bands.append(boundary.boundary_pair_counts(gk, pk, boundary_dilation))
     tables = pq.SegmentTable.from_mapping(gt_cat, gt_flag), pq.SegmentTable.from_mapping(pred_cat)
-    return windows_stats(frames, *tables, num_classes, check_window_sizes(window_sizes))
+    return windows_stats(frames, *tables, num_classes, check_window_sizes(window_sizes),
+                         boundary_frames=bands if boundary_dilation is not None else None)
 
 
 def _check_class(cat: int, num_classes: int, where: str) -> None:
@@ -284,10 +295,12 @@ def evaluate_arrays(
     ignore_label: int,
     window_sizes: Sequence[int] = (1, 2, 3, 4),
     annotation_stride: int = 1,
+    boundary_dilation: float | None = None,
 ) -> VpqResult:
     """VPQ over videos given as (gt frames, predicted frames) in memory.
 
     PQ of single images is `window_sizes=(1,)` (each image may be its own one-frame video).
+    With `boundary_dilation` (see `video_stats_from_arrays`) the result is Boundary VPQ.
     """
     sizes = check_window_sizes(window_sizes)
     per_video, count = [], 0
@@ -301,6 +314,7 @@ def evaluate_arrays(
                 label_divisor=label_divisor,
                 ignore_label=ignore_label,
                 window_sizes=sizes,
+                boundary_dilation=boundary_dilation,
             )
         )
         count += 1
