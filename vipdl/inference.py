@@ -44,9 +44,37 @@ from vipdl import from_config, keys, video_io
 from vipdl.data.descriptors import DatasetDescriptor, LabelConvention
 from vipdl.models.layers import resize_align_corners
 from vipdl.postprocess import iou_tracker, stitching, two_frame
-from vipdl.postprocess.panoptic import PostprocessOptions, panoptic_from_predictions
+from vipdl.postprocess.panoptic import PostprocessOptions, find_centers, panoptic_from_predictions
 
 Tracker = Literal["vip", "iou"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RawOutputs:
+    """A frame's model outputs at working resolution (`VideoPredictor(return_raw=True)`).
+
+    Working resolution is the frame resized to fit the model input, before padding
+    (`video_io.FrameGeometry.resized_hw`, `[h, w]` below); it is the frame size when the frame
+    fits. `vipdl.editing` builds soft mattes from these arrays.
+
+    Attributes:
+      panoptic: int32 `[h, w]`, the tracked panoptic map at working resolution
+        (`FramePrediction.panoptic` is this map resized nearest-neighbour to the frame).
+      semantic_probs: float32 `[h, w, num_classes]`, softmax of the semantic logits.
+      center_heatmap: float32 `[h, w]`.
+      offsets: float32 `[h, w, 2]`, (dy, dx) to the instance center in working pixels.
+      centers: int32 `[k, 2]` (y, x) of the frame's kept centers (threshold, NMS and top-k of
+        the predictor's `PostprocessOptions` on the padded input, so a center may lie in the
+        padding, outside `[h, w]`); valid ones first.
+      center_valid: bool `[k]`.
+    """
+
+    panoptic: np.ndarray
+    semantic_probs: np.ndarray
+    center_heatmap: np.ndarray
+    offsets: np.ndarray
+    centers: np.ndarray
+    center_valid: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +87,14 @@ class FramePrediction:
         sequence-consistent track ids (instance 0 = stuff/crowd, void = `ignore_label * D`).
       depth: float32 `[height, width]` metres, or None if the model has no depth head.
       image: uint8 `[height, width, 3]`, the input frame (for overlays).
+      raw: the model outputs at working resolution with `return_raw=True`, else None.
     """
 
     index: int
     panoptic: np.ndarray
     depth: np.ndarray | None
     image: np.ndarray
+    raw: RawOutputs | None = None
 
 
 @dataclasses.dataclass
@@ -101,6 +131,7 @@ class VideoPredictor:
         batch_size: int = 1,
         output_stride: int = 32,
         return_depth: bool = True,
+        return_raw: bool = False,
     ):
         """Builds the predictor.
 
@@ -123,6 +154,9 @@ class VideoPredictor:
           batch_size: new frames per device call (pairs are formed across the batch).
           output_stride: used to choose the input size when `eval_crop_size_hw` is None.
           return_depth: return depth maps when the model predicts depth.
+          return_raw: also return each frame's semantic probabilities, center heatmap, offsets,
+            kept centers and the tracked map at working resolution (`FramePrediction.raw`, for
+            `vipdl.editing`); computed on the device, off by default.
         """
         if tracker not in ("vip", "iou"):
             raise ValueError(f"tracker must be 'vip' or 'iou', got {tracker!r}")
@@ -147,6 +181,7 @@ class VideoPredictor:
         self.batch_size = int(batch_size)
         self.output_stride = int(output_stride)
         self.return_depth = return_depth
+        self.return_raw = bool(return_raw)
         model.eval()
         self._graphdef, self._state = nnx.split(model)
         self._compiled: dict[tuple[int, int], _DeviceFunctions] = {}
@@ -267,6 +302,7 @@ class VideoPredictor:
                 self.descriptor.labels,
                 self.postprocess,
                 bool(self.return_depth),
+                self.return_raw,
             )
         return self._compiled[frame_hw]
 
@@ -313,19 +349,22 @@ class VideoPredictor:
 
         def calls():
             cache, first_depth = fns.prime(self._state, first[None])
+            # Frame 0's raw outputs, taken before the first step donates the cache.
+            first_raw = fns.raw(cache[1]) if self.return_raw else None
             stepped = False
             for stacked, new_frames in self._batches(stream):
                 outputs, cache = fns.step(self._state, cache, stacked)
                 # The first step also emits frame 0, with the depth of the priming pass.
-                yield outputs, (new_frames, None if stepped else first_depth)
+                yield outputs, (new_frames, None if stepped else (first_depth, first_raw))
                 stepped = True
             if not stepped:  # One-frame video: the pair (f0, f0), as the reference runs it.
                 stacked = np.repeat(first[None], self.batch_size, axis=0)
                 outputs, cache = fns.step(self._state, cache, stacked)
-                yield outputs, ([], first_depth)
+                yield outputs, ([], (first_depth, first_raw))
 
         index = 0
-        for host, (new_frames, first_depth) in self._pipelined(calls()):
+        for host, (new_frames, first_outputs) in self._pipelined(calls()):
+            first_depth, first_raw = first_outputs or (None, None)
             with_first = index == 0
             for i in range(max(len(new_frames), int(with_first))):
                 t0 = time.perf_counter()
@@ -337,16 +376,18 @@ class VideoPredictor:
                     self.timings.stitching += time.perf_counter() - t0
                     depth0 = None if first_depth is None else np.asarray(first_depth)[0]
                     self.timings.frames += 1
-                    yield FramePrediction(0, frame0, depth0, first)
+                    raw0 = _raw_outputs(stitcher.first_frame, first_raw, 0)
+                    yield FramePrediction(0, frame0, depth0, first, raw0)
                     index = 1
                     t0 = time.perf_counter()
                 if i < len(new_frames):
+                    raw = _raw_outputs(stitched, host.get("raw"), i)
                     stitched = fns.labels_to_frame(stitched)
                     self.timings.stitching += time.perf_counter() - t0
                     self.timings.frames += 1
                     depth = host.get("depth")
                     yield FramePrediction(
-                        index, stitched, None if depth is None else depth[i], new_frames[i]
+                        index, stitched, None if depth is None else depth[i], new_frames[i], raw
                     )
                     index += 1
 
@@ -368,10 +409,14 @@ class VideoPredictor:
             depth = host.get("depth")
             for i, frame in enumerate(new_frames):
                 t0 = time.perf_counter()
-                tracked = fns.labels_to_frame(tracker.update(host["panoptic"][i]))
+                tracked = tracker.update(host["panoptic"][i])
+                raw = _raw_outputs(tracked, host.get("raw"), i)
+                tracked = fns.labels_to_frame(tracked)
                 self.timings.stitching += time.perf_counter() - t0
                 self.timings.frames += 1
-                yield FramePrediction(index, tracked, None if depth is None else depth[i], frame)
+                yield FramePrediction(
+                    index, tracked, None if depth is None else depth[i], frame, raw
+                )
                 index += 1
 
 
@@ -393,20 +438,31 @@ def _checked_frames(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         yield frame
 
 
+def _raw_outputs(panoptic: np.ndarray, raw: dict | None, i: int) -> RawOutputs | None:
+    """Element `i` of a device batch of raw outputs, with the tracked working-res map."""
+    if raw is None:
+        return None
+    return RawOutputs(panoptic=np.asarray(panoptic, np.int32),
+                      **{k: np.asarray(v[i]) for k, v in raw.items()})
+
+
 @functools.lru_cache(maxsize=16)
 def _device_functions(graphdef, geometry: video_io.FrameGeometry, labels: LabelConvention,
-                      options: PostprocessOptions, return_depth: bool) -> _DeviceFunctions:
+                      options: PostprocessOptions, return_depth: bool,
+                      return_raw: bool = False) -> _DeviceFunctions:
     # Shared by predictors of equal model structure and settings (e.g. a new predictor per
     # evaluation round in training), so they compile once; weights are an argument.
-    return _DeviceFunctions(graphdef, geometry, labels, options, return_depth)
+    return _DeviceFunctions(graphdef, geometry, labels, options, return_depth, return_raw)
 
 
 class _DeviceFunctions:
     """The jitted device functions for one frame size (static shapes)."""
 
     def __init__(self, graphdef, geometry: video_io.FrameGeometry, labels: LabelConvention,
-                 options: PostprocessOptions, return_depth: bool):
+                 options: PostprocessOptions, return_depth: bool, return_raw: bool = False):
         self.geometry = geometry
+        self._options = options
+        self._return_raw = return_raw
         self._graphdef = graphdef
         self._two_frame_opts = dict(
             thing_ids=labels.thing_ids,
@@ -420,6 +476,7 @@ class _DeviceFunctions:
         self.prime = jax.jit(self._prime)
         self.step = jax.jit(self._step, donate_argnums=(1,))
         self.single = jax.jit(self._single)
+        self.raw = jax.jit(self._raw)
 
     # --- geometry on the device -----------------------------------------------------------
 
@@ -451,6 +508,25 @@ class _DeviceFunctions:
     def _decode(self, model, features) -> dict:
         out = model.decode_frame(features, self.geometry.padded_hw)
         return {k: v for k, v in out.items() if k in _FRAME_KEYS}
+
+    def _raw(self, decoded: dict) -> dict:
+        """Batched raw outputs for `RawOutputs`, cropped to the (resized) frame."""
+        opts = self._options
+
+        def centers(heat):
+            c = find_centers(heat, center_threshold=opts.center_threshold,
+                             nms_kernel=opts.nms_kernel, keep_k_centers=opts.keep_k_centers)
+            return c.yx, c.valid
+
+        yx, valid = jax.vmap(centers)(decoded[keys.PRED_CENTER_HEATMAP])
+        return {
+            "semantic_probs": self._crop(
+                jax.nn.softmax(decoded[keys.PRED_SEMANTIC_LOGITS].astype(jnp.float32), axis=-1)),
+            "center_heatmap": self._crop(decoded[keys.PRED_CENTER_HEATMAP].astype(jnp.float32)),
+            "offsets": self._crop(decoded[keys.PRED_OFFSET_MAP].astype(jnp.float32)),
+            "centers": yx,
+            "center_valid": valid,
+        }
 
     def _depth(self, decoded: dict):
         if not self._return_depth or keys.PRED_DEPTH not in decoded:
@@ -498,6 +574,8 @@ class _DeviceFunctions:
         depth = self._depth(decoded)
         if depth is not None:
             outputs["depth"] = depth
+        if self._return_raw:
+            outputs["raw"] = self._raw(decoded)
         new_cache = jax.tree.map(lambda x: x[-1:], (features, decoded))
         return outputs, new_cache
 
@@ -513,6 +591,8 @@ class _DeviceFunctions:
         depth = self._depth(decoded)
         if depth is not None:
             outputs["depth"] = depth
+        if self._return_raw:
+            outputs["raw"] = self._raw(decoded)
         return outputs
 
 
