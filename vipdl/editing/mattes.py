@@ -59,6 +59,9 @@ class MatteOptions:
         the model's probabilities, larger = softer); "void" sets void's.
       instance_temperature: `tau` of the soft instance assignment, in working-resolution
         pixels of offset-moved distance.
+      blend_radius: a segment's alpha is 0 farther than this many working-resolution pixels
+        (chessboard distance) from its pixels in the hard map, so faint probabilities far
+        away never leak into a matte.
       full_res: mattes at the frame's resolution (edge-aware upsampling) instead of the
         model's working resolution.
       upsample: "guided" (edge-aware) or "bilinear" (the baseline) for `full_res`.
@@ -74,6 +77,7 @@ class MatteOptions:
     k: int = 4
     softness: Mapping[str, float] | None = None
     instance_temperature: float = 2.0
+    blend_radius: int = 3
     full_res: bool = False
     upsample: Literal["guided", "bilinear"] = "guided"
     guide_scale: float = 2.0
@@ -89,6 +93,8 @@ class MatteOptions:
             raise ValueError(
                 f"MatteOptions.instance_temperature must be > 0, got {self.instance_temperature}"
             )
+        if self.blend_radius < 0:
+            raise ValueError(f"MatteOptions.blend_radius must be >= 0, got {self.blend_radius}")
         if self.upsample not in ("guided", "bilinear"):
             raise ValueError(f"MatteOptions.upsample must be 'guided' or 'bilinear', got "
                              f"{self.upsample!r}")
@@ -286,9 +292,22 @@ def _strict_winner(q: jax.Array, win: jax.Array) -> jax.Array:
     return (q + lam * onehot) / (1.0 + lam)
 
 
-@jax.jit
+def _support(hard_index: jax.Array, num_segments: int, radius: int) -> jax.Array:
+    """bool [S, h, w]: pixels within `radius` (chessboard) of each segment's hard pixels."""
+    onehot = (hard_index[None] == jnp.arange(num_segments)[:, None, None]).astype(jnp.float32)
+    if radius == 0:
+        return onehot > 0
+    window = (1, 2 * radius + 1, 2 * radius + 1)
+    pad = ((0, 0), (radius, radius), (radius, radius))
+    return lax.reduce_window(onehot, 0.0, lax.max, window, (1, 1, 1), pad) > 0
+
+
+_support_jit = jax.jit(_support, static_argnames=("num_segments", "radius"))
+
+
+@functools.partial(jax.jit, static_argnames=("radius",))
 def _model_distribution(probs, offsets, cyx, cseg, cvalid, seg_class, seg_is_thing, seg_real,
-                        thing_class, hard_index, tau, void_index):
+                        thing_class, hard_index, tau, void_index, *, radius):
     h, w, num_classes = probs.shape
     s1 = seg_class.shape[0]
     ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
@@ -317,11 +336,16 @@ def _model_distribution(probs, offsets, cyx, cseg, cvalid, seg_class, seg_is_thi
     is_void = jnp.arange(s1) == void_index
     q = jnp.where(is_void[:, None, None], 0.0, q)
     q = jnp.where(is_void[:, None, None], jnp.clip(1.0 - jnp.sum(q, 0), 0.0, 1.0), q)
+    q = jnp.where(_support(hard_index, s1, radius), q, 0.0)
+    total = jnp.sum(q, 0)
+    hard = (hard_index[None] == jnp.arange(s1)[:, None, None]).astype(jnp.float32)
+    q = jnp.where(total > 0, q / jnp.where(total > 0, total, 1.0), hard)
     return _strict_winner(q, hard_index)
 
 
 def model_distribution(raw: RawOutputs, descriptor: DatasetDescriptor, segments: Segments,
-                       hard_index: np.ndarray, instance_temperature: float) -> jax.Array:
+                       hard_index: np.ndarray, instance_temperature: float,
+                       blend_radius: int = 3) -> jax.Array:
     """The model's soft segment distribution at working resolution (step 1 above).
 
     Args:
@@ -330,6 +354,7 @@ def model_distribution(raw: RawOutputs, descriptor: DatasetDescriptor, segments:
       segments: `segments_of(raw.panoptic, ...)`.
       hard_index: int32 [h, w], index into `segments` of each pixel of `raw.panoptic`.
       instance_temperature: `tau` in working pixels.
+      blend_radius: see `MatteOptions.blend_radius`.
 
     Returns:
       float32 [P, h, w] with P >= S + 1 (entries past S + 1 are 0, padding that keeps the
@@ -355,7 +380,8 @@ def model_distribution(raw: RawOutputs, descriptor: DatasetDescriptor, segments:
     return _model_distribution(
         raw.semantic_probs, raw.offsets, cyx, cseg, cvalid, pad(segments.class_ids, 0),
         pad(segments.is_thing, False), pad(np.ones(s1, bool), False), thing_class, hard_index,
-        np.float32(instance_temperature), np.int32(segments.void_index))
+        np.float32(instance_temperature), np.int32(segments.void_index),
+        radius=int(blend_radius))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,14 +496,16 @@ def _tile_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, *, k):
 
 
 def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
-                    options: MatteOptions) -> tuple[np.ndarray, np.ndarray]:
+                    hard_index: np.ndarray, options: MatteOptions) -> tuple[np.ndarray, np.ndarray]:
     """Rank arrays at the frame's resolution from the working-resolution distribution `q`."""
     s1, h, w = q.shape
+    support = np.asarray(_support_jit(hard_index, num_segments=s1, radius=options.blend_radius))
     big_h, big_w = frame.shape[:2]
     if options.upsample == "bilinear":
         grid_hw, align = (h, w), True
         coef = np.zeros((s1, h, w, 4), np.float32)
         coef[..., 3] = q
+        support_grid = support
     else:
         grid_hw = (min(big_h, round(h * options.guide_scale)),
                    min(big_w, round(w * options.guide_scale)))
@@ -490,7 +518,10 @@ def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
                          centres_x * ((w - 1) / max(big_w - 1, 1)))
         coef = np.asarray(_coefficients(guide, p, radius=options.radius,
                                         eps=np.float32(options.eps)))
-    present = (np.abs(coef).sum(-1) > options.presence_threshold)
+        near_y = np.clip(np.round(centres_y * ((h - 1) / max(big_h - 1, 1))), 0, h - 1)
+        near_x = np.clip(np.round(centres_x * ((w - 1) / max(big_w - 1, 1))), 0, w - 1)
+        support_grid = support[:, near_y.astype(np.int64)][:, :, near_x.astype(np.int64)]
+    present = (np.abs(coef).sum(-1) > options.presence_threshold) & support_grid
     # One extra edge row / column: the interpolation reads index + 1 everywhere.
     coef = np.pad(coef, ((0, 0), (0, 1), (0, 1), (0, 0)), mode="edge")
     present = np.pad(present, ((0, 0), (0, 1), (0, 1)), mode="edge")
@@ -588,7 +619,8 @@ def working_alphas(prediction: FramePrediction, descriptor: DatasetDescriptor,
     options = options or MatteOptions()
     raw = _checked_raw(prediction)
     segments, index = _segments_and_index(raw, descriptor, options)
-    q = model_distribution(raw, descriptor, segments, index, options.instance_temperature)
+    q = model_distribution(raw, descriptor, segments, index, options.instance_temperature,
+                           options.blend_radius)
     soft = _padded_softness(segments, q.shape[0])
     return segments, np.asarray(_tempered_jit(q, soft))[: len(segments)]
 
@@ -609,10 +641,11 @@ def frame_mattes(prediction: FramePrediction, descriptor: DatasetDescriptor,
     options = options or MatteOptions()
     raw = _checked_raw(prediction)
     segments, index = _segments_and_index(raw, descriptor, options)
-    q = model_distribution(raw, descriptor, segments, index, options.instance_temperature)
+    q = model_distribution(raw, descriptor, segments, index, options.instance_temperature,
+                           options.blend_radius)
     if options.full_res:
         q = np.asarray(q)[: len(segments)]
-        ids, cov = _full_res_ranks(q, prediction.image, segments.softness, options)
+        ids, cov = _full_res_ranks(q, prediction.image, segments.softness, index, options)
     else:
         soft = _padded_softness(segments, q.shape[0])
         k = min(options.k, q.shape[0])
