@@ -23,7 +23,7 @@ LAYERS = [
     ),
     ("vipdl.from_config",),
     ("vipdl.inference",),
-    ("vipdl.video_evaluation", "vipdl.convert"),
+    ("vipdl.video_evaluation", "vipdl.convert", "vipdl.editing"),
     ("vipdl.trainer",),
     ("vipdl.cli",),
 ]

@@ -16,6 +16,8 @@ IoU), both to decide a match (> 0.5) and in the sum of matched IoUs; Boundary VP
 on the spatio-temporal tubes of VPQ (bands of every frame of the window pooled). Predicted band
 pixels that lie on void ground truth are dropped, as void pixels are dropped from the mask union.
 
+`vipdl.evaluation.vpq.evaluate_arrays(..., boundary_dilation=0.02)` and
+`vpq.panoptic_quality(..., boundary_dilation=0.02)` score Boundary VPQ / PQ of label maps.
 Everything reuses the pair histograms of `vipdl.evaluation.pq`: as segments do not overlap, the
 bands of all segments of a label map form one "band label map" (segment id inside its band, 0
 elsewhere), and a pair's band intersection is a cell of the histogram of the two band maps.
@@ -24,7 +26,6 @@ elsewhere), and a pair's band intersection is a cell of the histogram of the two
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -173,32 +174,3 @@ def matched_boundary_ious(
     match = (gflag == pq.NORMAL) & is_pred & (gcat == pcat) & (2 * c > union)
     inter, b_union = pq.boundary_overlaps(pairs.gt[match], pairs.pred[match], boundary)
     return inter / np.maximum(b_union, 1)
-
-
-def boundary_panoptic_quality(
-    gt: np.ndarray,
-    pred: np.ndarray,
-    *,
-    num_classes: int,
-    thing_ids: Sequence[int],
-    label_divisor: int,
-    ignore_label: int,
-    dilation_ratio: float = DEFAULT_DILATION_RATIO,
-) -> dict:
-    """Boundary PQ of one image pair: `vpq.panoptic_quality` with min(mask, boundary) IoU.
-
-    Returns:
-      The `VpqResult.summary("BPQ")` dict (percentages).
-    """
-    from vipdl.evaluation import vpq
-
-    result = vpq.evaluate_arrays(
-        [([gt], [pred])],
-        num_classes=num_classes,
-        thing_ids=thing_ids,
-        label_divisor=label_divisor,
-        ignore_label=ignore_label,
-        window_sizes=(1,),
-        boundary_dilation=dilation_ratio,
-    )
-    return result.summary("BPQ")

@@ -336,8 +336,12 @@ def panoptic_quality(
     thing_ids: Sequence[int],
     label_divisor: int,
     ignore_label: int,
+    boundary_dilation: float | None = None,
 ) -> dict:
-    """PQ of a single image pair (the k = 0 case). Returns the `VpqResult.summary("PQ")` dict."""
+    """PQ of a single image pair (the k = 0 case). Returns the `VpqResult.summary("PQ")` dict.
+
+    With `boundary_dilation` (0.02 in the paper) it is Boundary PQ, summarised as "BPQ".
+    """
     result = evaluate_arrays(
         [([gt], [pred])],
         num_classes=num_classes,
@@ -345,5 +349,6 @@ def panoptic_quality(
         label_divisor=label_divisor,
         ignore_label=ignore_label,
         window_sizes=(1,),
+        boundary_dilation=boundary_dilation,
     )
-    return result.summary("PQ")
+    return result.summary("PQ" if boundary_dilation is None else "BPQ")
