@@ -2,6 +2,7 @@
 
     vipdl-predict-video --workdir RUN --input video.mp4 --output OUT \
         [--vps] [--step] [--overlay OUT/overlay.mp4] [--masks] [--depth] [--sheet N] \
+        [--mattes] [--cryptomatte] [--matte-k 4] [--softness person=1.5,car=0.5] [--full-res] \
         [--tracker vip|iou] [--batch-size N] [--overwrite]
     vipdl-predict-video --config configs/synthetic.py --checkpoint RUN/checkpoints ...
 
@@ -15,6 +16,11 @@ Outputs (any combination; with none chosen: --vps and an overlay video in OUT):
   --depth    OUT/depth/<frame>.png, uint16 metres * 256 (models with a depth head)
   --sheet N  OUT/overlay_frames.png, the first N overlay frames tiled three per row (a picture
              for docs; the demo's README figure)
+  --mattes   OUT/mattes/<class>-<track>/<frame>.png, soft 16-bit alpha mattes per segment
+             (docs/editing.md) + OUT/mattes/tracks.json; --cryptomatte adds
+             OUT/mattes/cryptomatte/<frame>.exr (Nuke, Resolve/Fusion, Blender, After Effects);
+             --matte-k ranked segments per pixel, --softness per-class softness, --full-res
+             mattes at the input's resolution (edge-aware upsampling) instead of the model's
 
 Everything is written under a temporary name next to OUT and renamed into place at the end, so a
 failed run leaves earlier results untouched. An existing non-empty OUT (or overlay file) is
@@ -65,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write OUT/overlay_frames.png: the first N overlay frames tiled "
                    "three per row")
     p.add_argument("--depth", action="store_true", help="depth PNGs (uint16, metres * 256)")
+    edit = p.add_argument_group("editing mattes (docs/editing.md)")
+    edit.add_argument("--mattes", action="store_true", help="16-bit PNG alpha per segment")
+    edit.add_argument("--cryptomatte", action="store_true", help="Cryptomatte EXR per frame")
+    edit.add_argument("--matte-k", type=int, default=4, help="segments kept per pixel")
+    edit.add_argument("--softness", default="", metavar="CLASS=T,...",
+                      help="per-class softness (0 = hard, 1 = model probabilities)")
+    edit.add_argument("--full-res", action="store_true",
+                      help="mattes at the input resolution (guided upsampling)")
     p.add_argument("--video-id", help="video name in output file names (default: input name)")
     p.add_argument("--tracker", choices=("vip", "iou"), help="default: from the model type")
     p.add_argument("--stitching-mode", choices=("clean", "reference"), default="clean")
@@ -88,6 +102,9 @@ class Outputs:
     video_id: str = "video"
     fps: float | None = None
     sheet_frames: int = 0
+    mattes: Any = None  # vipdl.editing.MatteOptions: write soft mattes
+    matte_pngs: bool = True
+    cryptomatte: bool = False
 
 
 def default_video_id(input_path: str | os.PathLike) -> str:
@@ -187,6 +204,14 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
     overlay_writer = None
     vps_writer = None
     masks = _MaskWriter(staging / "masks", descriptor) if outputs.masks else None
+    mattes = None
+    if outputs.mattes is not None:
+        from vipdl import editing
+        from vipdl.editing.writers import MatteWriter
+
+        editing.softness_table(descriptor.class_names, outputs.mattes.softness)  # Fail early.
+        mattes = MatteWriter(staging / "mattes", descriptor, pngs=outputs.matte_pngs,
+                             cryptomatte=outputs.cryptomatte)
     track_ids: set[int] = set()
     sheet: list[np.ndarray] = []
     start = time.perf_counter()
@@ -215,6 +240,8 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
                     formats.write_depth_png(staging / "depth" / f"{index:06d}.png", pred.depth)
                 if masks is not None:
                     masks.add(index, panoptic)
+                if mattes is not None:
+                    mattes.add(editing.frame_mattes(pred, descriptor, outputs.mattes))
                 if overlay_writer is not None or len(sheet) < outputs.sheet_frames:
                     picture = visualize.overlay(pred.image, panoptic, descriptor=descriptor)
                     if overlay_writer is not None:
@@ -227,6 +254,8 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
             vps_writer.close()
         if masks is not None:
             masks.close()
+        if mattes is not None:
+            mattes.close()
         if overlay_writer is not None:
             overlay_writer.close()
         if sheet:
@@ -244,6 +273,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
             "video_id": outputs.video_id,
             "outputs": [p for p, on in (("vps", outputs.vps), ("step", outputs.step),
                                         ("masks", outputs.masks), ("depth", outputs.depth),
+                                        ("mattes", outputs.mattes is not None),
                                         ("overlay_frames.png", bool(sheet))) if on],
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -292,6 +322,8 @@ def build_predictor(args: argparse.Namespace):
                                  "stitching_mode": args.stitching_mode}
     if args.tracker:
         overrides["tracker"] = args.tracker
+    if getattr(args, "mattes", False) or getattr(args, "cryptomatte", False):
+        overrides["return_raw"] = True  # The mattes need the model's soft outputs.
     if args.workdir and not args.config:
         return VideoPredictor.from_checkpoint(args.workdir, args.checkpoint, which=args.which,
                                               **overrides)
@@ -304,19 +336,36 @@ def build_predictor(args: argparse.Namespace):
                                           which=args.which, **overrides)
 
 
+def _matte_options(args: argparse.Namespace):
+    """The `MatteOptions` of the matte flags, or None; ValueError on inconsistent flags."""
+    if not (args.mattes or args.cryptomatte):
+        given = [f for f, on in (("--softness", args.softness), ("--full-res", args.full_res),
+                                 ("--matte-k", args.matte_k != 4)) if on]
+        if given:
+            raise ValueError(f"{', '.join(given)} need --mattes or --cryptomatte")
+        return None
+    from vipdl.editing import MatteOptions, parse_softness
+
+    return MatteOptions(k=args.matte_k, softness=parse_softness(args.softness) or None,
+                        full_res=args.full_res)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console.quiet_library_logs()
     out_dir = Path(args.output)
-    chosen = args.vps or args.step or args.masks or args.depth or args.overlay or args.sheet
+    chosen = (args.vps or args.step or args.masks or args.depth or args.overlay or args.sheet
+              or args.mattes or args.cryptomatte)
     overlay = Path(args.overlay) if args.overlay else None
     if not chosen:
         args.vps, overlay = True, out_dir / "overlay.mp4"
-    outputs = Outputs(
-        directory=out_dir, vps=args.vps, step=args.step, overlay=overlay, masks=args.masks,
-        depth=args.depth, video_id=args.video_id or default_video_id(args.input), fps=args.fps,
-        sheet_frames=args.sheet)
     try:
+        matte_options = _matte_options(args)
+        outputs = Outputs(
+            directory=out_dir, vps=args.vps, step=args.step, overlay=overlay, masks=args.masks,
+            depth=args.depth, video_id=args.video_id or default_video_id(args.input),
+            fps=args.fps, sheet_frames=args.sheet, mattes=matte_options,
+            matte_pngs=args.mattes, cryptomatte=args.cryptomatte)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.sheet < 0:
