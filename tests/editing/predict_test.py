@@ -128,3 +128,30 @@ def test_cli_matte_flags(tiny_run, tmp_path, capsys):  # noqa: F811
     assert crypto.ids.shape == (2, 40, 50)
     np.testing.assert_allclose(crypto.coverage.sum(0), 1.0, atol=2e-6)
     assert (out / "mattes" / "tracks.json").is_file()
+
+
+def test_evaluate_videos_reports_boundary_scores(predictors):
+    from vipdl.video_evaluation import evaluate_videos
+
+    clip = make_clip()
+    videos = [("a", paint(clip), clip), ("b", paint(clip[::-1]), clip[::-1])]
+    summary = evaluate_videos(predictors["iou"], videos, boundary=True)
+    assert set(summary["BVPQ"]["per_k"]) == set(summary["per_k"])
+    for k, r in summary["per_k"].items():
+        assert summary["BVPQ"]["per_k"][k]["BVPQ"] <= r["VPQ"] + 1e-9
+    b = summary["boundary_iou"]
+    assert b["dilation_ratio"] == 0.02 and b["num_segments"] > 0 and 0 < b["mean"] <= 1
+    assert "BVPQ" not in evaluate_videos(predictors["iou"], videos[:1])
+
+
+@pytest.mark.slow
+def test_cli_evaluate_boundary(tiny_run, tmp_path, capsys):  # noqa: F811
+    from vipdl.cli import evaluate
+
+    workdir, _ = tiny_run
+    result = tmp_path / "r.json"
+    assert evaluate.main(["--workdir", str(workdir), "--out", str(result), "--boundary",
+                          "--no-progress"]) == 0
+    assert "Boundary IoU" in capsys.readouterr().out
+    summary = json.loads(result.read_text())
+    assert "BVPQ" in summary["BVPQ"] and "mean" in summary["boundary_iou"]

@@ -239,6 +239,7 @@ def video_stats_from_arrays(
     ignore_label: int,
     window_sizes: Sequence[int] = (1, 2, 3, 4),
     boundary_dilation: float | None = None,
+    boundary_ious: list[np.ndarray] | None = None,
 ) -> dict[int, pq.PQStats]:
     """VPQ statistics of one video given as in-memory panoptic maps.
 
@@ -250,6 +251,8 @@ def video_stats_from_arrays(
       window_sizes: window lengths in frames.
       boundary_dilation: with a band width (fraction of the image diagonal, 0.02 in the paper),
         Boundary VPQ statistics instead: pair IoUs are min(mask IoU, boundary IoU).
+      boundary_ious: with `boundary_dilation`, a list that receives, per frame, the boundary
+        IoUs of the segments PQ matches by mask IoU (`boundary.matched_boundary_ious`).
 
     Returns:
       window size -> PQStats summed over the windows of this video.
@@ -277,6 +280,9 @@ def video_stats_from_arrays(
         if boundary_dilation is not None:
             bands.append(boundary.boundary_pair_counts(gk, pk, boundary_dilation))
     tables = pq.SegmentTable.from_mapping(gt_cat, gt_flag), pq.SegmentTable.from_mapping(pred_cat)
+    if boundary_dilation is not None and boundary_ious is not None:
+        boundary_ious.extend(boundary.matched_boundary_ious(f, b, *tables)
+                             for f, b in zip(frames, bands))
     return windows_stats(frames, *tables, num_classes, check_window_sizes(window_sizes),
                          boundary_frames=bands if boundary_dilation is not None else None)
 
