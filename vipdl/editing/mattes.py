@@ -69,7 +69,8 @@ class MatteOptions:
         (capped at the frame size).
       radius: guided filter window radius, in coefficient-grid pixels.
       eps: guided filter regulariser (guide colours in [0, 1]).
-      tile: full-resolution tile size in pixels (memory ~ tile^2 x segments per tile).
+      tile: full-resolution tile size in pixels (memory ~ tile^2 x segments per tile); tiles
+        inside a single segment cost nothing, so small tiles skip most of a frame.
       presence_threshold: a segment whose filter coefficients are below this at all four
         interpolation corners of a pixel is left out of that pixel (error <= this value).
     """
@@ -83,7 +84,7 @@ class MatteOptions:
     guide_scale: float = 2.0
     radius: int = 2
     eps: float = 1e-3
-    tile: int = 512
+    tile: int = 64
     presence_threshold: float = 1e-3
 
     def __post_init__(self):
@@ -548,6 +549,12 @@ def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
             subset = np.flatnonzero(present[:, ry, rx].any(axis=(1, 2)))
             if len(subset) == 0:  # Cannot happen (the sum is 1), but stay defined.
                 subset = np.array([s1 - 1])
+            if len(subset) == 1:
+                # Inside one segment: the per-pixel path would normalise its score to 1 (or
+                # fall back to it as the only candidate), so skip the work.
+                rank_ids[0, ya:yb, xa:xb] = subset[0]
+                rank_cov[0, ya:yb, xa:xb] = 1.0
+                continue
             b = _bucket(max(len(subset), k), smallest=4)
             crop = np.zeros((b, crop_h, crop_w, 4), np.float32)
             pres = np.zeros((b, crop_h, crop_w), bool)
