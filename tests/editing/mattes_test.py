@@ -121,7 +121,7 @@ def test_softer_classes_blend_wider(raw):
     assert masses[0] == 0.0
     assert masses == sorted(masses) and masses[-1] > masses[1] > 0
     # A crisp class stays crisp where it meets another crisp class (road / sky: both 0).
-    opts = mattes.MatteOptions(softness={**_all(0.0), "person": 3.0})
+    opts = mattes.MatteOptions(softness={**_all(0.0), "person": 3.0}, blend_radius=3)
     segments, alpha = mattes.working_alphas(_prediction(raw), SYNTHETIC, opts)
     assert set(np.unique(alpha[segments.names.index("sky")][:, 14:20])) <= {0.0, 1.0}
 
@@ -220,7 +220,8 @@ def test_softness_parsing_and_defaults():
             softness.parse_softness(bad)
     table = softness.softness_table(SYNTHETIC.class_names, {"Person": 2, "VOID": 0.25})
     assert table[PERSON] == 2 and table[-1] == 0.25
-    assert table[ROAD] == 0 and table[SKY] == 0 and table[BUILDING] == 0  # crisp
+    crisp = softness.CRISP_SOFTNESS
+    assert table[ROAD] == table[SKY] == table[BUILDING] == crisp < table[VEGETATION]
     assert table[CAR] == softness.OTHER_SOFTNESS
     assert mattes.segment_name(PERSON * D + 7, SYNTHETIC) == "person/7"
     assert mattes.segment_name(ROAD * D, SYNTHETIC) == "road"

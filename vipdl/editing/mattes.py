@@ -71,18 +71,18 @@ class MatteOptions:
       eps: guided filter regulariser (guide colours in [0, 1]).
       tile: full-resolution tile size in pixels (memory ~ tile^2 x segments per tile); tiles
         inside a single segment cost nothing, so small tiles skip most of a frame.
-      presence_threshold: a segment whose filter coefficients are below this at all four
+      presence_threshold: a segment whose score is below this for every colour at all four
         interpolation corners of a pixel is left out of that pixel (error <= this value).
     """
 
     k: int = 4
     softness: Mapping[str, float] | None = None
     instance_temperature: float = 2.0
-    blend_radius: int = 3
+    blend_radius: int = 6
     full_res: bool = False
     upsample: Literal["guided", "bilinear"] = "guided"
     guide_scale: float = 2.0
-    radius: int = 2
+    radius: int = 8
     eps: float = 1e-3
     tile: int = 64
     presence_threshold: float = 1e-3
@@ -346,7 +346,7 @@ def _model_distribution(probs, offsets, cyx, cseg, cvalid, seg_class, seg_is_thi
 
 def model_distribution(raw: RawOutputs, descriptor: DatasetDescriptor, segments: Segments,
                        hard_index: np.ndarray, instance_temperature: float,
-                       blend_radius: int = 3) -> jax.Array:
+                       blend_radius: int = 6) -> jax.Array:
     """The model's soft segment distribution at working resolution (step 1 above).
 
     Args:
@@ -471,8 +471,7 @@ def _coefficients(guide, p, *, radius, eps):
     return jnp.concatenate([a, b[..., None]], -1)
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def _tile_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, *, k):
+def _tile_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, k):
     """Ranks of one full-resolution tile from the coefficient-grid crop around it.
 
     Args:
@@ -481,12 +480,19 @@ def _tile_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, *, k):
       present: bool [B, ch, cw] where each segment may be non-negligible.
       y0, x0: int32 [th], [tw] crop row / column below each pixel; fy, fx: float32 weights.
       seg_softness: float32 [B].
+      k: ranks to keep.
     """
     guide = image.astype(jnp.float32) / 255.0
-    rows = coef[:, y0] * (1 - fy)[None, :, None, None] + coef[:, y0 + 1] * fy[None, :, None, None]
-    c = rows[:, :, x0] * (1 - fx)[None, None, :, None] + rows[:, :, x0 + 1] * fx[None, None, :, None]
-    near = present[:, y0] | present[:, y0 + 1]
-    near = near[:, :, x0] | near[:, :, x0 + 1]
+    ch, cw = coef.shape[1:3]
+    below_y, above_y = jax.nn.one_hot(y0, ch), jax.nn.one_hot(y0 + 1, ch)
+    below_x, above_x = jax.nn.one_hot(x0, cw), jax.nn.one_hot(x0 + 1, cw)
+    # Bilinear interpolation as two small matrix products (faster than gathers on CPU).
+    wy = below_y * (1 - fy)[:, None] + above_y * fy[:, None]
+    wx = below_x * (1 - fx)[:, None] + above_x * fx[:, None]
+    c = jnp.einsum("yc,bcdf,xd->byxf", wy, coef, wx)
+    # A pixel sees a segment if any of its four interpolation corners does.
+    near = jnp.einsum("yc,bcd,xd->byx", below_y + above_y, present.astype(jnp.float32),
+                      below_x + above_x) > 0
     raw = jnp.sum(c[..., :3] * guide[None], -1) + c[..., 3]
     q = jnp.where(near, jnp.clip(raw, 0.0, 1.0), 0.0)
     total = jnp.sum(q, 0)
@@ -494,6 +500,16 @@ def _tile_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, *, k):
     onehot = fallback[None] == jnp.arange(q.shape[0])[:, None, None]
     q = jnp.where(total > 0, q / jnp.where(total > 0, total, 1.0), onehot.astype(jnp.float32))
     return _top_k(tempered(q, seg_softness), k)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _tiles_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, *, k):
+    """`_tile_ranks` over a batch of tiles (leading axis): one dispatch for many tiles."""
+    return jax.vmap(functools.partial(_tile_ranks, k=k))(image, coef, present, y0, fy, x0, fx,
+                                                         seg_softness)
+
+
+_TILE_BATCH = 32  # Mixed tiles per device call (static batch; the last one is padded).
 
 
 def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
@@ -522,7 +538,9 @@ def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
         near_y = np.clip(np.round(centres_y * ((h - 1) / max(big_h - 1, 1))), 0, h - 1)
         near_x = np.clip(np.round(centres_x * ((w - 1) / max(big_w - 1, 1))), 0, w - 1)
         support_grid = support[:, near_y.astype(np.int64)][:, :, near_x.astype(np.int64)]
-    present = (np.abs(coef).sum(-1) > options.presence_threshold) & support_grid
+    # The largest value a . rgb + b can take for rgb in [0, 1]^3 bounds the segment's score.
+    upper = np.maximum(coef[..., :3], 0).sum(-1) + coef[..., 3]
+    present = (upper > options.presence_threshold) & support_grid
     # One extra edge row / column: the interpolation reads index + 1 everywhere.
     coef = np.pad(coef, ((0, 0), (0, 1), (0, 1), (0, 0)), mode="edge")
     present = np.pad(present, ((0, 0), (0, 1), (0, 1)), mode="edge")
@@ -538,15 +556,14 @@ def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
     k = options.k
     rank_ids = np.full((k, big_h, big_w), -1, np.int16)
     rank_cov = np.zeros((k, big_h, big_w), np.float32)
+    # Which segments each grid cell may hold, as bit sets over crops: one pass per tile row.
+    mixed: dict[int, list] = {}
     for ya, yb in tiles_y:
         gy0 = int(ys[ya])
-        ry = slice(gy0, gy0 + crop_h)
-        iy = _pad_to(ys[ya:yb] - gy0, th)
-        wy = _pad_to(fys[ya:yb], th)
+        rows_present = present[:, gy0 : gy0 + crop_h].any(axis=1)  # [S, grid_w + 1]
         for xa, xb in tiles_x:
             gx0 = int(xs[xa])
-            rx = slice(gx0, gx0 + crop_w)
-            subset = np.flatnonzero(present[:, ry, rx].any(axis=(1, 2)))
+            subset = np.flatnonzero(rows_present[:, gx0 : gx0 + crop_w].any(axis=1))
             if len(subset) == 0:  # Cannot happen (the sum is 1), but stay defined.
                 subset = np.array([s1 - 1])
             if len(subset) == 1:
@@ -556,21 +573,35 @@ def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
                 rank_cov[0, ya:yb, xa:xb] = 1.0
                 continue
             b = _bucket(max(len(subset), k), smallest=4)
-            crop = np.zeros((b, crop_h, crop_w, 4), np.float32)
-            pres = np.zeros((b, crop_h, crop_w), bool)
-            part = coef[subset, ry, rx]
-            crop[: len(subset), : part.shape[1], : part.shape[2]] = part
-            pres[: len(subset), : part.shape[1], : part.shape[2]] = present[subset, ry, rx]
-            soft = np.zeros(b, np.float32)
-            soft[: len(subset)] = seg_softness[subset]
-            image = _pad_image(frame[ya:yb, xa:xb], th, tw)
-            ids, cov = _tile_ranks(image, crop, pres, iy.astype(np.int32), wy,
-                                   _pad_to(xs[xa:xb] - gx0, tw).astype(np.int32),
-                                   _pad_to(fxs[xa:xb], tw), soft, k=k)
-            ids = np.asarray(ids)[:, : yb - ya, : xb - xa]
-            lookup = np.append(subset, -1).astype(np.int16)  # id -1 stays -1
-            rank_ids[:, ya:yb, xa:xb] = lookup[np.where(ids < 0, len(subset), ids)]
-            rank_cov[:, ya:yb, xa:xb] = np.asarray(cov)[:, : yb - ya, : xb - xa]
+            mixed.setdefault(b, []).append((ya, yb, xa, xb, gy0, gx0, subset))
+    for b, tiles in sorted(mixed.items()):
+        for start in range(0, len(tiles), _TILE_BATCH):
+            batch = tiles[start : start + _TILE_BATCH]
+            n = _TILE_BATCH
+            crop = np.zeros((n, b, crop_h, crop_w, 4), np.float32)
+            pres = np.zeros((n, b, crop_h, crop_w), bool)
+            soft = np.zeros((n, b), np.float32)
+            image = np.zeros((n, th, tw, 3), np.uint8)
+            iy = np.zeros((n, th), np.int32)
+            wy = np.zeros((n, th), np.float32)
+            ix = np.zeros((n, tw), np.int32)
+            wx = np.zeros((n, tw), np.float32)
+            for i, (ya, yb, xa, xb, gy0, gx0, subset) in enumerate(batch):
+                part = coef[subset, gy0 : gy0 + crop_h, gx0 : gx0 + crop_w]
+                crop[i, : len(subset), : part.shape[1], : part.shape[2]] = part
+                pres[i, : len(subset), : part.shape[1], : part.shape[2]] = present[
+                    subset, gy0 : gy0 + crop_h, gx0 : gx0 + crop_w]
+                soft[i, : len(subset)] = seg_softness[subset]
+                image[i] = _pad_image(frame[ya:yb, xa:xb], th, tw)
+                iy[i], wy[i] = _pad_to(ys[ya:yb] - gy0, th), _pad_to(fys[ya:yb], th)
+                ix[i], wx[i] = _pad_to(xs[xa:xb] - gx0, tw), _pad_to(fxs[xa:xb], tw)
+            ids, cov = _tiles_ranks(image, crop, pres, iy, wy, ix, wx, soft, k=k)
+            ids, cov = np.asarray(ids), np.asarray(cov)
+            for i, (ya, yb, xa, xb, _, _, subset) in enumerate(batch):
+                tile_ids = ids[i, :, : yb - ya, : xb - xa]
+                lookup = np.append(subset, -1).astype(np.int16)  # id -1 stays -1
+                rank_ids[:, ya:yb, xa:xb] = lookup[np.where(tile_ids < 0, len(subset), tile_ids)]
+                rank_cov[:, ya:yb, xa:xb] = cov[i, :, : yb - ya, : xb - xa]
     return rank_ids, rank_cov
 
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-# Crisp: large, flat surfaces whose borders an editor wants sharp.
-_HARD = (
+# Crisp: large, flat surfaces whose borders an editor wants sharp (antialiased, not blended).
+_CRISP = (
     "road", "sidewalk", "building", "sky", "wall", "floor", "ceiling", "ground", "path",
     "crosswalk", "house", "bridge", "tower", "rail",
 )
@@ -24,7 +24,7 @@ _SOFT = (
     "person", "rider", "vegetation", "tree", "grass", "flower", "other plant", "terrain", "cat",
     "dog", "horse", "cattle", "other animal", "textiles", "clothes", "curtain",
 )
-HARD_SOFTNESS = 0.0
+CRISP_SOFTNESS = 0.25  # A one-or-two-pixel antialiased edge; 0 would be binary.
 SOFT_SOFTNESS = 1.0
 OTHER_SOFTNESS = 0.5  # Cars, poles, signs, furniture, ... and void.
 VOID_NAME = "void"
@@ -36,7 +36,7 @@ def normalize_name(name: str) -> str:
 
 
 DEFAULT_SOFTNESS: dict[str, float] = {
-    **{normalize_name(n): HARD_SOFTNESS for n in _HARD},
+    **{normalize_name(n): CRISP_SOFTNESS for n in _CRISP},
     **{normalize_name(n): SOFT_SOFTNESS for n in _SOFT},
 }
 
