@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "scripts" / "benchmarks"
 # Order of the sections on the page: the pipeline's own order.
-ORDER = ("eval", "data", "model", "train", "postprocess", "inference", "learning")
+ORDER = ("eval", "data", "model", "train", "postprocess", "inference", "learning", "editing")
 
 
 def _available() -> list[str]:

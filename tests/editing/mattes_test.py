@@ -129,7 +129,8 @@ def test_softer_classes_blend_wider(raw):
 def test_ranks_are_sorted_normalised_and_rank0_is_the_hard_map(raw):
     m = mattes.frame_mattes(_prediction(raw), SYNTHETIC, mattes.MatteOptions(k=3))
     assert m.rank_ids.shape == (3, H, W) and m.rank_coverage.dtype == np.float32
-    np.testing.assert_allclose(m.rank_coverage.sum(0), 1.0, atol=2e-6)
+    np.testing.assert_allclose(m.rank_coverage.sum(0), 1.0, atol=3 / 2**17)
+    np.testing.assert_array_equal(m.rank_coverage * 2**16, np.round(m.rank_coverage * 2**16))
     assert (np.diff(m.rank_coverage, axis=0) <= 0).all()
     np.testing.assert_array_equal(m.hard(), raw.panoptic)
     assert ((m.rank_ids >= 0) == (m.rank_coverage > 0)).all()
@@ -157,9 +158,10 @@ def test_tiled_full_resolution_equals_untiled(raw, upsample):
     tiled = mattes.frame_mattes(pred, SYNTHETIC, mattes.MatteOptions(
         full_res=True, upsample=upsample, tile=20))
     assert one.shape == tiled.shape == (2 * H, 2 * W)
-    np.testing.assert_allclose(tiled.rank_coverage.sum(0), 1.0, atol=2e-6)
+    np.testing.assert_allclose(tiled.rank_coverage.sum(0), 1.0, atol=4 / 2**17)
     for name in one.segments.names:
-        np.testing.assert_allclose(tiled.matte(name), one.matte(name), atol=1e-6)
+        # Equal up to one coverage step (a last-bit difference can round the other way).
+        np.testing.assert_allclose(tiled.matte(name), one.matte(name), atol=2**-16 + 1e-7)
 
 
 def test_full_resolution_with_softness_zero_is_binary(raw):

@@ -24,7 +24,8 @@ Three steps, all in jnp:
    against its winner, `alpha_j ~ (q_j / q_win) ^ (1 / t)` with `t` the larger softness of the
    two segments; t = 0 is a hard mask, t = 1 the distribution itself.
 
-The result keeps the K largest (segment, coverage) pairs per pixel, renormalised to sum to 1.
+The result keeps the K largest (segment, coverage) pairs per pixel, renormalised to sum to 1 and
+rounded to multiples of 2^-16.
 """
 
 from __future__ import annotations
@@ -78,11 +79,11 @@ class MatteOptions:
     k: int = 4
     softness: Mapping[str, float] | None = None
     instance_temperature: float = 2.0
-    blend_radius: int = 6
+    blend_radius: int = 8
     full_res: bool = False
     upsample: Literal["guided", "bilinear"] = "guided"
     guide_scale: float = 2.0
-    radius: int = 8
+    radius: int = 10
     eps: float = 1e-3
     tile: int = 64
     presence_threshold: float = 1e-3
@@ -183,7 +184,8 @@ class FrameMattes:
       index: the frame index.
       segments: what the ranks index (void last).
       rank_ids: int16 [K, H, W], index into `segments` of rank k, -1 = none (coverage 0).
-      rank_coverage: float32 [K, H, W], coverage of rank k; ranks descend, and sum to 1.
+      rank_coverage: float32 [K, H, W], coverage of rank k in multiples of 2^-16; ranks
+        descend and sum to 1 (within K / 2^17).
       full_res: whether `H, W` is the frame size (else the working resolution).
     """
 
@@ -346,7 +348,7 @@ def _model_distribution(probs, offsets, cyx, cseg, cvalid, seg_class, seg_is_thi
 
 def model_distribution(raw: RawOutputs, descriptor: DatasetDescriptor, segments: Segments,
                        hard_index: np.ndarray, instance_temperature: float,
-                       blend_radius: int = 6) -> jax.Array:
+                       blend_radius: int = 8) -> jax.Array:
     """The model's soft segment distribution at working resolution (step 1 above).
 
     Args:
@@ -414,10 +416,19 @@ def tempered(q: jax.Array, seg_softness: jax.Array) -> jax.Array:
     return _strict_winner(weight / jnp.sum(weight, 0), win)
 
 
+COVERAGE_STEP = 2.0**-16  # Coverage resolution of the ranks (as fine as a 16-bit PNG).
+
+
 def _top_k(alpha: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """(ids int32 [k, ...] with -1 for zero coverage, coverage float32 [k, ...] summing to 1)."""
+    """(ids int32 [k, ...], -1 for zero coverage; coverage float32 [k, ...]).
+
+    The kept coverages are renormalised to sum to 1 and rounded to multiples of
+    `COVERAGE_STEP`: a 16-bit PNG holds the same, and the zero low mantissa bits let the EXR
+    files compress (an 8K Cryptomatte shrinks several times). Sums stay within k / 2^17 of 1.
+    """
     values, ids = lax.top_k(jnp.moveaxis(alpha, 0, -1), k)
     values = values / jnp.sum(values, -1, keepdims=True)
+    values = jnp.round(values / COVERAGE_STEP) * COVERAGE_STEP
     ids = jnp.where(values > 0, ids, -1)
     return jnp.moveaxis(ids, -1, 0), jnp.moveaxis(values, -1, 0)
 
