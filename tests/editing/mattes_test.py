@@ -131,6 +131,8 @@ def test_ranks_are_sorted_normalised_and_rank0_is_the_hard_map(raw):
     assert m.rank_ids.shape == (3, H, W) and m.rank_coverage.dtype == np.float32
     np.testing.assert_allclose(m.rank_coverage.sum(0), 1.0, atol=3 / 2**17)
     np.testing.assert_array_equal(m.rank_coverage * 2**16, np.round(m.rank_coverage * 2**16))
+    faint = (m.rank_coverage > 0) & (m.rank_coverage < mattes.MatteOptions().min_alpha - 2**-16)
+    assert not faint.any()  # Tails below min_alpha are cut.
     assert (np.diff(m.rank_coverage, axis=0) <= 0).all()
     np.testing.assert_array_equal(m.hard(), raw.panoptic)
     assert ((m.rank_ids >= 0) == (m.rank_coverage > 0)).all()
@@ -209,6 +211,8 @@ def test_bad_options():
         mattes.MatteOptions(k=0)
     with pytest.raises(ValueError, match="upsample"):
         mattes.MatteOptions(upsample="nearest")
+    with pytest.raises(ValueError, match="min_alpha"):
+        mattes.MatteOptions(min_alpha=0.5)
     with pytest.raises(ValueError, match="unknown class 'hair'"):
         softness.softness_table(SYNTHETIC.class_names, {"hair": 1.0})
 

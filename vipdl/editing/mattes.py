@@ -72,6 +72,8 @@ class MatteOptions:
       eps: guided filter regulariser (guide colours in [0, 1]).
       tile: full-resolution tile size in pixels (memory ~ tile^2 x segments per tile); tiles
         inside a single segment cost nothing, so small tiles skip most of a frame.
+      min_alpha: alphas below this are set to 0 (the others renormalised): faint tails that
+        no editor sees but that would fill the ranks and the files.
       presence_threshold: a segment whose score is below this for every colour at all four
         interpolation corners of a pixel is left out of that pixel (error <= this value).
     """
@@ -79,13 +81,14 @@ class MatteOptions:
     k: int = 4
     softness: Mapping[str, float] | None = None
     instance_temperature: float = 2.0
-    blend_radius: int = 8
+    blend_radius: int = 10
     full_res: bool = False
     upsample: Literal["guided", "bilinear"] = "guided"
     guide_scale: float = 2.0
-    radius: int = 10
+    radius: int = 12
     eps: float = 1e-3
     tile: int = 64
+    min_alpha: float = 1.0 / 512
     presence_threshold: float = 1e-3
 
     def __post_init__(self):
@@ -95,6 +98,8 @@ class MatteOptions:
             raise ValueError(
                 f"MatteOptions.instance_temperature must be > 0, got {self.instance_temperature}"
             )
+        if not 0 <= self.min_alpha < 0.5:
+            raise ValueError(f"MatteOptions.min_alpha must be in [0, 0.5), got {self.min_alpha}")
         if self.blend_radius < 0:
             raise ValueError(f"MatteOptions.blend_radius must be >= 0, got {self.blend_radius}")
         if self.upsample not in ("guided", "bilinear"):
@@ -348,7 +353,7 @@ def _model_distribution(probs, offsets, cyx, cseg, cvalid, seg_class, seg_is_thi
 
 def model_distribution(raw: RawOutputs, descriptor: DatasetDescriptor, segments: Segments,
                        hard_index: np.ndarray, instance_temperature: float,
-                       blend_radius: int = 8) -> jax.Array:
+                       blend_radius: int = 10) -> jax.Array:
     """The model's soft segment distribution at working resolution (step 1 above).
 
     Args:
@@ -389,6 +394,13 @@ def model_distribution(raw: RawOutputs, descriptor: DatasetDescriptor, segments:
 
 # ---------------------------------------------------------------------------------------------
 # Step 3: softness, and ranking.
+
+
+def _floored(alpha: jax.Array, min_alpha) -> jax.Array:
+    """Sets alphas below `min_alpha` to 0 and renormalises (the largest always stays)."""
+    keep = (alpha >= min_alpha) | (alpha >= jnp.max(alpha, 0, keepdims=True))
+    alpha = jnp.where(keep, alpha, 0.0)
+    return alpha / jnp.sum(alpha, 0, keepdims=True)
 
 
 def tempered(q: jax.Array, seg_softness: jax.Array) -> jax.Array:
@@ -434,8 +446,8 @@ def _top_k(alpha: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _working_ranks(q, seg_softness, *, k):
-    return _top_k(tempered(q, seg_softness), k)
+def _working_ranks(q, seg_softness, min_alpha, *, k):
+    return _top_k(_floored(tempered(q, seg_softness), min_alpha), k)
 
 
 _tempered_jit = jax.jit(tempered)
@@ -482,7 +494,7 @@ def _coefficients(guide, p, *, radius, eps):
     return jnp.concatenate([a, b[..., None]], -1)
 
 
-def _tile_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, k):
+def _tile_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, min_alpha, k):
     """Ranks of one full-resolution tile from the coefficient-grid crop around it.
 
     Args:
@@ -491,6 +503,7 @@ def _tile_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, k):
       present: bool [B, ch, cw] where each segment may be non-negligible.
       y0, x0: int32 [th], [tw] crop row / column below each pixel; fy, fx: float32 weights.
       seg_softness: float32 [B].
+      min_alpha: see `MatteOptions.min_alpha`.
       k: ranks to keep.
     """
     guide = image.astype(jnp.float32) / 255.0
@@ -510,14 +523,14 @@ def _tile_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, k):
     fallback = jnp.argmax(jnp.where(near, raw, -jnp.inf), 0)
     onehot = fallback[None] == jnp.arange(q.shape[0])[:, None, None]
     q = jnp.where(total > 0, q / jnp.where(total > 0, total, 1.0), onehot.astype(jnp.float32))
-    return _top_k(tempered(q, seg_softness), k)
+    return _top_k(_floored(tempered(q, seg_softness), min_alpha), k)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _tiles_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, *, k):
+def _tiles_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, min_alpha, *, k):
     """`_tile_ranks` over a batch of tiles (leading axis): one dispatch for many tiles."""
-    return jax.vmap(functools.partial(_tile_ranks, k=k))(image, coef, present, y0, fy, x0, fx,
-                                                         seg_softness)
+    tile = functools.partial(_tile_ranks, min_alpha=min_alpha, k=k)
+    return jax.vmap(tile)(image, coef, present, y0, fy, x0, fx, seg_softness)
 
 
 _TILE_BATCH = 32  # Mixed tiles per device call (static batch; the last one is padded).
@@ -606,7 +619,8 @@ def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
                 image[i] = _pad_image(frame[ya:yb, xa:xb], th, tw)
                 iy[i], wy[i] = _pad_to(ys[ya:yb] - gy0, th), _pad_to(fys[ya:yb], th)
                 ix[i], wx[i] = _pad_to(xs[xa:xb] - gx0, tw), _pad_to(fxs[xa:xb], tw)
-            ids, cov = _tiles_ranks(image, crop, pres, iy, wy, ix, wx, soft, k=k)
+            ids, cov = _tiles_ranks(image, crop, pres, iy, wy, ix, wx, soft,
+                                    np.float32(options.min_alpha), k=k)
             ids, cov = np.asarray(ids), np.asarray(cov)
             for i, (ya, yb, xa, xb, _, _, subset) in enumerate(batch):
                 tile_ids = ids[i, :, : yb - ya, : xb - xa]
@@ -698,7 +712,7 @@ def frame_mattes(prediction: FramePrediction, descriptor: DatasetDescriptor,
     else:
         soft = _padded_softness(segments, q.shape[0])
         k = min(options.k, q.shape[0])
-        ids, cov = _working_ranks(q, soft, k=k)
+        ids, cov = _working_ranks(q, soft, np.float32(options.min_alpha), k=k)
         ids, cov = np.asarray(ids).astype(np.int16), np.asarray(cov)
         if k < options.k:  # Fewer (padded) segments than ranks: the extra ranks are empty.
             pad = options.k - k
