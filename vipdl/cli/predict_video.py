@@ -359,13 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     overlay = Path(args.overlay) if args.overlay else None
     if not chosen:
         args.vps, overlay = True, out_dir / "overlay.mp4"
+    outputs = Outputs(
+        directory=out_dir, vps=args.vps, step=args.step, overlay=overlay, masks=args.masks,
+        depth=args.depth, video_id=args.video_id or default_video_id(args.input), fps=args.fps,
+        sheet_frames=args.sheet)
     try:
-        matte_options = _matte_options(args)
-        outputs = Outputs(
-            directory=out_dir, vps=args.vps, step=args.step, overlay=overlay, masks=args.masks,
-            depth=args.depth, video_id=args.video_id or default_video_id(args.input),
-            fps=args.fps, sheet_frames=args.sheet, mattes=matte_options,
-            matte_pngs=args.mattes, cryptomatte=args.cryptomatte)
+        outputs = dataclasses.replace(outputs, mattes=_matte_options(args),
+                                      matte_pngs=args.mattes, cryptomatte=args.cryptomatte)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.sheet < 0:
