@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "scripts" / "benchmarks"
 # Order of the sections on the page: the pipeline's own order.
 ORDER = ("eval", "data", "model", "train", "postprocess", "inference", "startup", "soak",
-         "export", "learning", "finetune")
+         "export", "editing", "learning", "finetune")
 
 
 def _available() -> list[str]:

@@ -23,7 +23,7 @@ LAYERS = [
     ),
     ("vipdl.from_config", "vipdl.export_runtime"),
     ("vipdl.inference",),
-    ("vipdl.video_evaluation", "vipdl.convert", "vipdl.export"),
+    ("vipdl.video_evaluation", "vipdl.convert", "vipdl.export", "vipdl.editing"),
     ("vipdl.trainer",),
     ("vipdl.cli",),
 ]

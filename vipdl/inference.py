@@ -43,9 +43,38 @@ from flax import nnx
 from vipdl import export_runtime, keys, video_io
 from vipdl.data.descriptors import DatasetDescriptor, LabelConvention
 from vipdl.postprocess import iou_tracker, labels, stitching, two_frame
-from vipdl.postprocess.panoptic import PostprocessOptions, panoptic_from_predictions
+from vipdl.postprocess.panoptic import PostprocessOptions, find_centers, panoptic_from_predictions
 
 Tracker = Literal["vip", "iou"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RawOutputs:
+    """A frame's model outputs at working resolution (`VideoPredictor(return_raw=True)`).
+
+    Working resolution is the frame resized to fit the model input, before padding
+    (`video_io.FrameGeometry.resized_hw`, `[h, w]` below); it is the frame size when the frame
+    fits. `vipdl.editing` builds soft mattes from these arrays.
+
+    Attributes:
+      ids: int64 `[h, w]`, the tracked segments at working resolution as wide ids
+        `class << 32 | track` (`FramePrediction.segments[segment_map]` is this map resized
+        nearest-neighbour to the frame).
+      semantic_probs: float32 `[h, w, num_classes]`, softmax of the semantic logits.
+      center_heatmap: float32 `[h, w]`.
+      offsets: float32 `[h, w, 2]`, (dy, dx) to the instance center in working pixels.
+      centers: int32 `[k, 2]` (y, x) of the frame's kept centers (threshold, NMS and top-k of
+        the predictor's `PostprocessOptions` on the padded input, so a center may lie in the
+        padding, outside `[h, w]`); valid ones first.
+      center_valid: bool `[k]`.
+    """
+
+    ids: np.ndarray
+    semantic_probs: np.ndarray
+    center_heatmap: np.ndarray
+    offsets: np.ndarray
+    centers: np.ndarray
+    center_valid: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +90,7 @@ class FramePrediction:
       depth: float32 `[height, width]` metres, or None if the model has no depth head.
       image: uint8 `[height, width, 3]`, the input frame (for overlays).
       label_divisor: the dataset's D, for `panoptic`.
+      raw: the model outputs at working resolution with `return_raw=True`, else None.
     """
 
     index: int
@@ -69,6 +99,7 @@ class FramePrediction:
     depth: np.ndarray | None
     image: np.ndarray
     label_divisor: int
+    raw: RawOutputs | None = None
 
     @functools.cached_property
     def semantic(self) -> np.ndarray:
@@ -128,6 +159,7 @@ class VideoPredictor:
         batch_size: int = 1,
         output_stride: int = 32,
         return_depth: bool = True,
+        return_raw: bool = False,
     ):
         """Builds the predictor.
 
@@ -150,6 +182,9 @@ class VideoPredictor:
           batch_size: new frames per device call (pairs are formed across the batch).
           output_stride: used to choose the input size when `eval_crop_size_hw` is None.
           return_depth: return depth maps when the model predicts depth.
+          return_raw: also return each frame's semantic probabilities, center heatmap, offsets,
+            kept centers and the tracked map at working resolution (`FramePrediction.raw`, for
+            `vipdl.editing`); computed on the device, off by default.
         """
         if tracker not in ("vip", "iou"):
             raise ValueError(f"tracker must be 'vip' or 'iou', got {tracker!r}")
@@ -175,7 +210,11 @@ class VideoPredictor:
         self.batch_size = int(batch_size)
         self.output_stride = int(output_stride)
         self.return_depth = return_depth
+        self.return_raw = bool(return_raw)
         if exported:
+            if self.return_raw:
+                raise ValueError("return_raw=True needs the model itself; an exported model "
+                                 "returns panoptic maps and heads only")
             self._exported, self._graphdef, self._state = model, None, None
         else:
             self._exported = None
@@ -349,6 +388,7 @@ class VideoPredictor:
                 self.descriptor.labels,
                 self.postprocess,
                 bool(self.return_depth),
+                self.return_raw,
             )
         return self._compiled[frame_hw]
 
@@ -383,11 +423,17 @@ class VideoPredictor:
             yield host, pending[1]
 
     def _prediction(self, fns: _DeviceFunctions, index: int, table: tuple[np.ndarray, np.ndarray],
-                    depth, image) -> FramePrediction:
+                    depth, image, raw_batch: dict | None, i: int) -> FramePrediction:
+        """The frame's prediction from its segment table (working resolution); `raw_batch`
+        holds the raw outputs of the device batch the frame is element `i` of."""
         segment_map, segments = table
+        raw = None
+        if raw_batch is not None:
+            raw = RawOutputs(ids=segments[segment_map],
+                             **{k: np.asarray(v[i]) for k, v in raw_batch.items()})
         return FramePrediction(index, fns.labels_to_frame(segment_map), segments,
                                None if depth is None else np.asarray(depth), image,
-                               self.descriptor.label_divisor)
+                               self.descriptor.label_divisor, raw)
 
     def _run_vip(self, fns: _DeviceFunctions, first: np.ndarray, stream: Iterator[np.ndarray],
                  resume, tracking) -> Iterator[FramePrediction]:
@@ -412,25 +458,28 @@ class VideoPredictor:
                 cache, first_depth = fns.prime_by_step(self._state, first, self.batch_size), None
             else:
                 cache, first_depth = fns.prime(self._state, first[None])
+            # Frame 0's raw outputs, taken before the first step donates the cache.
+            first_raw = fns.raw(cache[1]) if self.return_raw and resume is None else None
             stepped = False
             for stacked, new_frames in self._batches(stream):
                 outputs, cache = fns.step(self._state, cache, stacked)
                 # The first step also emits frame 0, with the depth of the priming pass.
-                yield outputs, (new_frames, None if stepped else first_depth)
+                yield outputs, (new_frames, None if stepped else (first_depth, first_raw))
                 stepped = True
             if not stepped and resume is None:
                 # One-frame video: the pair (f0, f0), as the reference runs it.
                 stacked = np.repeat(first[None], self.batch_size, axis=0)
                 outputs, cache = fns.step(self._state, cache, stacked)
-                yield outputs, ([], first_depth)
+                yield outputs, ([], (first_depth, first_raw))
 
-        for host, (new_frames, first_depth) in self._pipelined(calls()):
+        for host, (new_frames, first_outputs) in self._pipelined(calls()):
+            first_depth, first_raw = first_outputs or (None, None)
             if index == 0:
                 t0 = time.perf_counter()
                 table = stitcher.first_segments(host["panoptic"][0])
                 pred = self._prediction(
                     fns, 0, table, None if first_depth is None else np.asarray(first_depth)[0],
-                    first)
+                    first, None if first_raw is None else jax.device_get(first_raw), 0)
                 self.timings.stitching += time.perf_counter() - t0
                 self.timings.frames += 1
                 index = 1
@@ -443,7 +492,7 @@ class VideoPredictor:
                     host["panoptic"][i], host["concat_next"][i], host["next_panoptic"][i]
                 )
                 pred = self._prediction(fns, index, table, None if depth is None else depth[i],
-                                        frame)
+                                        frame, host.get("raw"), i)
                 self.timings.stitching += time.perf_counter() - t0
                 self.timings.frames += 1
                 index += 1
@@ -477,7 +526,7 @@ class VideoPredictor:
                 t0 = time.perf_counter()
                 table = tracker.update_segments(host["panoptic"][i])
                 pred = self._prediction(fns, index, table, None if depth is None else depth[i],
-                                        frame)
+                                        frame, host.get("raw"), i)
                 self.timings.stitching += time.perf_counter() - t0
                 self.timings.frames += 1
                 index += 1
@@ -599,18 +648,20 @@ def _checked_frames(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
 
 @functools.lru_cache(maxsize=16)
 def _device_functions(graphdef, geometry: video_io.FrameGeometry, labels: LabelConvention,
-                      options: PostprocessOptions, return_depth: bool) -> _DeviceFunctions:
+                      options: PostprocessOptions, return_depth: bool,
+                      return_raw: bool = False) -> _DeviceFunctions:
     # Shared by predictors of equal model structure and settings (e.g. a new predictor per
     # evaluation round in training), so they compile once; weights are an argument.
-    return _DeviceFunctions(graphdef, geometry, labels, options, return_depth)
+    return _DeviceFunctions(graphdef, geometry, labels, options, return_depth, return_raw)
 
 
 class _DeviceFunctions:
     """The jitted device functions for one frame size (static shapes)."""
 
     def __init__(self, graphdef, geometry: video_io.FrameGeometry, labels: LabelConvention,
-                 options: PostprocessOptions, return_depth: bool):
+                 options: PostprocessOptions, return_depth: bool, return_raw: bool = False):
         self.geometry = geometry
+        self._return_raw = return_raw
         self._graphdef = graphdef
         self._labels, self._options = labels, options
         self._two_frame_opts = dict(
@@ -625,6 +676,7 @@ class _DeviceFunctions:
         self.prime = jax.jit(self._prime)
         self.step = jax.jit(self._step, donate_argnums=(1,))
         self.single = jax.jit(self._single)
+        self.raw = jax.jit(self._raw)
 
     def prime_by_step(self, state, frame: np.ndarray, batch_size: int):
         """The cache of `frame` computed by `step` (a resumed run primes exactly as the
@@ -656,6 +708,25 @@ class _DeviceFunctions:
     def _decode(self, model, features) -> dict:
         return decode_frame(model, features, self.geometry)
 
+    def _raw(self, decoded: dict) -> dict:
+        """Batched raw outputs for `RawOutputs`, cropped to the (resized) frame."""
+        opts = self._options
+
+        def centers(heat):
+            c = find_centers(heat, center_threshold=opts.center_threshold,
+                             nms_kernel=opts.nms_kernel, keep_k_centers=opts.keep_k_centers)
+            return c.yx, c.valid
+
+        yx, valid = jax.vmap(centers)(decoded[keys.PRED_CENTER_HEATMAP])
+        return {
+            "semantic_probs": self._crop(
+                jax.nn.softmax(decoded[keys.PRED_SEMANTIC_LOGITS].astype(jnp.float32), axis=-1)),
+            "center_heatmap": self._crop(decoded[keys.PRED_CENTER_HEATMAP].astype(jnp.float32)),
+            "offsets": self._crop(decoded[keys.PRED_OFFSET_MAP].astype(jnp.float32)),
+            "centers": yx,
+            "center_valid": valid,
+        }
+
     def _depth(self, decoded: dict):
         if not self._return_depth or keys.PRED_DEPTH not in decoded:
             return None
@@ -686,6 +757,8 @@ class _DeviceFunctions:
         depth = self._depth(decoded)
         if depth is not None:
             outputs["depth"] = depth
+        if self._return_raw:
+            outputs["raw"] = self._raw(decoded)
         new_cache = jax.tree.map(lambda x: x[-1:], (features, decoded))
         return outputs, new_cache
 
@@ -701,6 +774,8 @@ class _DeviceFunctions:
         depth = self._depth(decoded)
         if depth is not None:
             outputs["depth"] = depth
+        if self._return_raw:
+            outputs["raw"] = self._raw(decoded)
         return outputs
 
 

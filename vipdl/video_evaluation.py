@@ -23,7 +23,7 @@ import numpy as np
 
 from vipdl import formats
 from vipdl.data.descriptors import DatasetDescriptor
-from vipdl.evaluation import readers, stq, vpq, writers
+from vipdl.evaluation import pq, readers, stq, vpq, writers
 from vipdl.inference import FramePrediction, VideoPredictor
 from vipdl.postprocess import labels
 
@@ -42,9 +42,13 @@ def _class_instance(panoptic: np.ndarray, label_divisor: int) -> np.ndarray:
 class _Run:
     """Predicts the videos one at a time and accumulates STQ statistics and counts."""
 
-    def __init__(self, predictor: VideoPredictor, descriptor: DatasetDescriptor):
+    def __init__(self, predictor: VideoPredictor, descriptor: DatasetDescriptor,
+                 boundary_dilation: float | None = None):
         self.predictor = predictor
         self.descriptor = descriptor
+        self.boundary_dilation = boundary_dilation
+        self.boundary_stats: list[dict] = []
+        self.boundary_ious: list[np.ndarray] = []
         self.stq_options = stq.StqOptions(
             num_classes=descriptor.num_classes,
             thing_ids=tuple(descriptor.thing_ids),
@@ -74,6 +78,15 @@ class _Run:
                 for g, p in zip(gt, preds)
             ]
         )
+        if self.boundary_dilation is not None:
+            self.boundary_stats.append(vpq.video_stats_from_arrays(
+                list(gt), [p.segments[p.segment_map] for p in preds],
+                num_classes=self.descriptor.num_classes,
+                thing_ids=self.descriptor.thing_ids, label_divisor=d,
+                pred_label_divisor=1 << labels.TRACK_BITS,
+                ignore_label=self.descriptor.ignore_label,
+                window_sizes=self.descriptor.eval_window_frames,
+                boundary_dilation=self.boundary_dilation, boundary_ious=self.boundary_ious))
         self.videos += 1
         self.frames += len(preds)
         return preds
@@ -83,6 +96,25 @@ class _Run:
             raise ValueError("the split holds no videos")
         summary = vpq_result.summary("VPQ")
         summary["STQ"] = stq.StqResult(self.per_sequence, self.stq_options).summary()
+        if self.boundary_dilation is not None:
+            d = self.descriptor
+            sizes = vpq.check_window_sizes(d.eval_window_frames)
+            stats = {n: pq.PQStats.zeros(d.num_classes) for n in sizes}
+            for video in self.boundary_stats:
+                for n, s in video.items():
+                    stats[n] += s
+            result = vpq.VpqResult(
+                stats=stats,
+                thing_ids=tuple(sorted(d.thing_ids)),
+                stuff_ids=tuple(c for c in range(d.num_classes) if c not in d.thing_ids),
+                annotation_stride=d.annotation_stride, num_videos=self.videos)
+            ious = np.concatenate(self.boundary_ious) if self.boundary_ious else np.zeros(0)
+            summary["BVPQ"] = result.summary("BVPQ")
+            summary["boundary_iou"] = {
+                "mean": float(ious.mean()) if ious.size else None,
+                "num_segments": int(ious.size),
+                "dilation_ratio": self.boundary_dilation,
+            }
         summary.update(
             num_videos=self.videos,
             num_frames=self.frames,
@@ -100,6 +132,8 @@ def evaluate_videos(
     split: str = "val",
     workers: int = 1,
     progress: bool = False,
+    boundary: bool = False,
+    boundary_dilation: float = 0.02,
 ) -> dict[str, Any]:
     """Runs `predictor` over labelled videos and scores VPQ (per window k) and STQ.
 
@@ -112,16 +146,21 @@ def evaluate_videos(
       split: split name used in the VPS ground-truth file names.
       workers: processes for the file-based VPQ computation.
       progress: show a progress bar over videos.
+      boundary: also score Boundary VPQ and the mean Boundary IoU of matched segments
+        (`vipdl.evaluation.boundary`; in memory, whatever `out_dir` says).
+      boundary_dilation: the boundary band width as a fraction of the image diagonal.
 
     Returns:
       `{"VPQ", "VPQ_th", "VPQ_st", "per_k": {k: {...}}, "STQ": {...}, "num_videos",
       "num_frames", "seconds", "fps"}`: VPQ in percent, STQ as fractions (as
-      `vipdl.evaluation.stq` reports them); `seconds` counts prediction time only.
+      `vipdl.evaluation.stq` reports them); `seconds` counts prediction time only. With
+      `boundary`, also "BVPQ" (the same layout as VPQ's, prefix "BVPQ") and "boundary_iou"
+      ({"mean", "num_segments", "dilation_ratio"}, k = 0 pairs matched by mask IoU).
     """
     from tqdm import tqdm
 
     d = predictor.descriptor
-    run = _Run(predictor, d)
+    run = _Run(predictor, d, boundary_dilation if boundary else None)
     videos = tqdm(videos, unit="video", disable=not progress)
     if out_dir is None:
         result = vpq.evaluate_arrays(

@@ -1,7 +1,7 @@
 """Evaluate a trained model on whole videos of a prepared split: VPQ (per k) and STQ.
 
     vipdl-evaluate --config configs/synthetic.py --checkpoint RUN [--split val] \
-        [--out result.json] [--pred-dir DIR] [--tracker vip|iou] [--max-videos N]
+        [--out result.json] [--pred-dir DIR] [--tracker vip|iou] [--max-videos N] [--boundary]
     vipdl-evaluate --workdir RUN ...
 
 Every video of the split (the prepared source, or the in-memory synthetic videos when
@@ -10,7 +10,9 @@ Every video of the split (the prepared source, or the in-memory synthetic videos
 also written in the Cityscapes-VPS layout (`DIR/vps/pred/` with `pred.json` + `pan_pred/`,
 `DIR/vps/gt/`) and the KITTI-STEP layout (`DIR/step/{pred,gt}/<video>/<frame>.png`), VPQ is
 computed from the written VPS files (the official procedure), and `scripts/eval_vpq.py` and
-`scripts/eval_stq.py` can rescore them. Exit code 1 on bad input.
+`scripts/eval_stq.py` can rescore them. `--boundary` adds Boundary VPQ and the mean Boundary IoU
+of matched segments (Cheng et al. 2021, band = 2 % of the image diagonal). Exit code 1 on bad
+input.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="frames per device call")
     p.add_argument("--max-videos", type=int, default=0, help="evaluate only the first N videos")
     p.add_argument("--workers", type=int, default=1, help="processes for the VPQ computation")
+    p.add_argument("--boundary", action="store_true",
+                   help="also Boundary VPQ and Boundary IoU (docs/evaluation.md#boundary-iou)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --pred-dir")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -85,17 +89,24 @@ def main(argv: list[str] | None = None) -> int:
             staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
             try:
                 summary = evaluate_videos(predictor, videos, out_dir=staging, split=split,
-                                          workers=args.workers, progress=not args.no_progress)
+                                          workers=args.workers, progress=not args.no_progress,
+                                          boundary=args.boundary)
                 formats.replace_dir(staging, out_dir)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         else:
             summary = evaluate_videos(predictor, videos, split=split,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, boundary=args.boundary)
         summary.update(split=split, tracker=predictor.tracker, checkpoint=str(checkpoint))
         d = predictor.descriptor
         print(report.vpq_report(summary, class_names=list(d.class_names)))
         print()
+        if args.boundary:
+            print(report.vpq_report(summary["BVPQ"], prefix="BVPQ"))
+            b = summary["boundary_iou"]
+            mean = "n/a" if b["mean"] is None else f"{100 * b['mean']:.2f}"
+            print(f"Boundary IoU = {mean} (mean over {b['num_segments']} matched segments, "
+                  "k = 0)\n")
         print(report.stq_report(summary["STQ"]))
         print(f"\n{summary['num_videos']} videos, {summary['num_frames']} frames, "
               f"{summary['fps']} frames/s")

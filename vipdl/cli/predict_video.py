@@ -2,6 +2,7 @@
 
     vipdl-predict-video --workdir RUN --input video.mp4 --output OUT \
         [--vps] [--step] [--overlay OUT/overlay.mp4] [--masks] [--depth] [--sheet N] \
+        [--mattes] [--cryptomatte] [--matte-k 4] [--softness person=1.5,car=0.5] [--full-res] \
         [--tracker vip|iou] [--batch-size N] [--on-bad-frame stop|skip|repeat|keep] \
         [--resume | --overwrite]
     vipdl-predict-video --config configs/synthetic.py --checkpoint RUN/checkpoints ...
@@ -18,6 +19,11 @@ Outputs (any combination; with none chosen: --vps and an overlay video in OUT):
   --depth    OUT/depth/<frame>.png, uint16 metres * 256 (models with a depth head)
   --sheet N  OUT/overlay_frames.png, the first N overlay frames tiled three per row (a picture
              for docs; the demo's README figure)
+  --mattes   OUT/mattes/<class>-<track>/<frame>.png, soft 16-bit alpha mattes per segment
+             (docs/editing.md) + OUT/mattes/tracks.json; --cryptomatte adds
+             OUT/mattes/cryptomatte/<frame>.exr (Nuke, Resolve/Fusion, Blender, After Effects);
+             --matte-k ranked segments per pixel, --softness per-class softness, --full-res
+             mattes at the input's resolution (edge-aware upsampling) instead of the model's
 Files are named by the input frame index. Track ids have no upper limit (docs/inference.md).
 
 Nothing is lost when a run stops: every frame's files are written as soon as it is done (each
@@ -90,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write OUT/overlay_frames.png: the first N overlay frames tiled "
                    "three per row")
     p.add_argument("--depth", action="store_true", help="depth PNGs (uint16, metres * 256)")
+    edit = p.add_argument_group("editing mattes (docs/editing.md)")
+    edit.add_argument("--mattes", action="store_true", help="16-bit PNG alpha per segment")
+    edit.add_argument("--cryptomatte", action="store_true", help="Cryptomatte EXR per frame")
+    edit.add_argument("--matte-k", type=int, default=4, help="segments kept per pixel")
+    edit.add_argument("--softness", default="", metavar="CLASS=T,...",
+                      help="per-class softness (0 = hard, 1 = model probabilities)")
+    edit.add_argument("--full-res", action="store_true",
+                      help="mattes at the input resolution (guided upsampling)")
     p.add_argument("--video-id", help="video name in output file names (default: input name)")
     p.add_argument("--tracker", choices=("vip", "iou"), help="default: from the model type")
     p.add_argument("--stitching-mode", choices=("clean", "reference"), default="clean")
@@ -121,6 +135,9 @@ class Outputs:
     video_id: str = "video"
     fps: float | None = None
     sheet_frames: int = 0
+    mattes: Any = None  # vipdl.editing.MatteOptions: write soft mattes
+    matte_pngs: bool = True
+    cryptomatte: bool = False
 
 
 def default_video_id(input_path: str | os.PathLike) -> str:
@@ -357,6 +374,11 @@ def _settings(predictor, input_path, outputs: Outputs) -> dict[str, Any]:
         "depth": outputs.depth,
         "overlay": None if outputs.overlay is None else str(Path(outputs.overlay).resolve()),
         "sheet_frames": outputs.sheet_frames,
+        # Round-tripped through JSON so it compares equal to the manifest's copy.
+        "mattes": (None if outputs.mattes is None else
+                   json.loads(json.dumps(dataclasses.asdict(outputs.mattes), default=str))),
+        "matte_pngs": outputs.matte_pngs if outputs.mattes is not None else None,
+        "cryptomatte": outputs.cryptomatte if outputs.mattes is not None else None,
     }
 
 
@@ -485,6 +507,15 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
     masks = _MaskWriter(out_dir / "masks", descriptor) if outputs.masks else None
     if masks is not None and saved:
         masks.drop_after(last_index)
+    matte_writer = None
+    if outputs.mattes is not None:
+        from vipdl import editing
+        from vipdl.editing.writers import MatteWriter
+
+        editing.softness_table(descriptor.class_names, outputs.mattes.softness)  # Fail early.
+        matte_writer = MatteWriter(out_dir / "mattes", descriptor, pngs=outputs.matte_pngs,
+                                   cryptomatte=outputs.cryptomatte,
+                                   resume=saved["mattes"] if saved else None)
     overlay = None
     if overlay_path is not None:
         overlay = _OverlayParts(overlay_path, resume_dir / "overlay", fps,
@@ -520,7 +551,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
 
     start = time.perf_counter()
     snapshot = None  # (tracking snapshot, cli state) of the last finished frame
-    vps_snapshot = None
+    vps_snapshot = matte_snapshot = None
     status: dict[str, Any] = {"complete": False, "stopped": None, "error": None,
                               "saved_frames": done if saved else None}
 
@@ -543,6 +574,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
             "num_bad_frames": num_bad,
             "outputs": [p for p, on in (("vps", outputs.vps), ("step", outputs.step),
                                         ("masks", outputs.masks), ("depth", outputs.depth),
+                                        ("mattes", outputs.mattes is not None),
                                         ("overlay_frames.png", outputs.sheet_frames > 0))
                         if on],
             **({"overlay": str(overlay_path)} if overlay_path is not None else {}),
@@ -551,7 +583,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
     def cli_state() -> dict[str, Any]:
         return {"frames_done": done, "last_index": last_index, "seconds": seconds(),
                 "overlay_parts": overlay.closed if overlay is not None else 0,
-                "vps": vps_snapshot}
+                "vps": vps_snapshot, "mattes": matte_snapshot}
 
     def write_manifest(saved_frames: int | None = None) -> None:
         if saved_frames is not None:
@@ -581,7 +613,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
         # Bad frames met since that frame are in too: a resumed run meets them again and
         # does not count them twice.
         cli = dict(cli, overlay_parts=overlay.closed if overlay is not None else 0,
-                   vps=vps_snapshot, bad_frames=bad_frames, num_bad_frames=num_bad,
+                   vps=vps_snapshot, mattes=matte_snapshot, bad_frames=bad_frames, num_bad_frames=num_bad,
                    last_bad_frame=last_bad)
         _save_state(state_path, tracking(), cli)
         write_manifest(saved_frames=cli["frames_done"])
@@ -592,6 +624,8 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
             vps_writer.write_json()
         if masks is not None:
             masks.close()
+        if matte_writer is not None and done:
+            matte_writer.write_json()
 
     stream = predictor.predict(frames(), resume=tracking_state)
     if resume:
@@ -622,6 +656,8 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
                     formats.write_depth_png(out_dir / "depth" / f"{index:06d}.png", pred.depth)
                 if masks is not None:
                     masks.add(index, pred.segment_map, semantic, track)
+                if matte_writer is not None:
+                    matte_writer.add(editing.frame_mattes(pred, descriptor, outputs.mattes))
                 if overlay is not None or done < outputs.sheet_frames:
                     picture = visualize.overlay_segments(pred.image, pred.segment_map, semantic,
                                                          track, descriptor=descriptor)
@@ -632,6 +668,7 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
                 done += 1
                 last_index = index
                 vps_snapshot = vps_writer.state() if vps_writer is not None else None
+                matte_snapshot = matte_writer.state() if matte_writer is not None else None
                 snapshot = (stream.snapshot(), cli_state())
                 bar.update(1)
                 write_manifest()
@@ -660,6 +697,8 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
             vps_writer.close()
         if masks is not None:
             masks.close()
+        if matte_writer is not None:
+            matte_writer.close()
         if overlay is not None:
             overlay.finish()
         sheet = sorted(sheet_dir.glob("*.png")) if sheet_dir.is_dir() else []
@@ -688,6 +727,8 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
     finally:
         if vps_writer is not None:
             vps_writer.abort()
+        if matte_writer is not None:
+            matte_writer.abort()
 
 
 def load_config_file(spec: str):
@@ -724,6 +765,8 @@ def build_predictor(args: argparse.Namespace):
                                  "stitching_mode": args.stitching_mode}
     if args.tracker:
         overrides["tracker"] = args.tracker
+    if getattr(args, "mattes", False) or getattr(args, "cryptomatte", False):
+        overrides["return_raw"] = True  # The mattes need the model's soft outputs.
     if args.export:
         if args.workdir or args.config or args.checkpoint:
             raise ValueError("--export runs an exported model; drop --workdir/--config/--checkpoint")
@@ -761,12 +804,27 @@ def _where(out_dir: Path) -> str:
     return f"{done} frames{of} are done, up to frame {last}, in {out_dir}"
 
 
+def _matte_options(args: argparse.Namespace):
+    """The `MatteOptions` of the matte flags, or None; ValueError on inconsistent flags."""
+    if not (args.mattes or args.cryptomatte):
+        given = [f for f, on in (("--softness", args.softness), ("--full-res", args.full_res),
+                                 ("--matte-k", args.matte_k != 4)) if on]
+        if given:
+            raise ValueError(f"{', '.join(given)} need --mattes or --cryptomatte")
+        return None
+    from vipdl.editing import MatteOptions, parse_softness
+
+    return MatteOptions(k=args.matte_k, softness=parse_softness(args.softness) or None,
+                        full_res=args.full_res)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     console.quiet_library_logs()
     out_dir = Path(args.output)
-    chosen = args.vps or args.step or args.masks or args.depth or args.overlay or args.sheet
+    chosen = (args.vps or args.step or args.masks or args.depth or args.overlay or args.sheet
+              or args.mattes or args.cryptomatte)
     overlay = Path(args.overlay) if args.overlay else None
     if not chosen:
         args.vps, overlay = True, out_dir / "overlay.mp4"
@@ -777,6 +835,8 @@ def main(argv: list[str] | None = None) -> int:
     resume_command = _resume_command(argv)
     started = False
     try:
+        outputs = dataclasses.replace(outputs, mattes=_matte_options(args),
+                                      matte_pngs=args.mattes, cryptomatte=args.cryptomatte)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.sheet < 0:

@@ -238,11 +238,42 @@ def merge_pair_counts(parts: Sequence[PairCounts]) -> PairCounts:
 # --- Matching -----------------------------------------------------------------------------
 
 
+def sums_by_id(ids: np.ndarray, count: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """For each id of `query`, the sum of `count` over the rows whose id equals it."""
+    values, inverse = np.unique(ids, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=count, minlength=len(values)).astype(np.int64)
+    pos = np.minimum(np.searchsorted(values, query), max(len(values) - 1, 0))
+    found = values[pos] == query if len(values) else np.zeros(len(query), bool)
+    return np.where(found, sums[pos] if len(values) else 0, 0)
+
+
+def boundary_overlaps(
+    gt: np.ndarray, pred: np.ndarray, boundary: PairCounts
+) -> tuple[np.ndarray, np.ndarray]:
+    """Band intersection and union (int64 [n] each) of (gt id, pred id) pairs.
+
+    Args:
+      gt, pred: int64 [n] segment ids.
+      boundary: pair histogram of the band maps (`evaluation.boundary.boundary_pair_counts`),
+        where id 0 means "in no band".
+    """
+    gt, pred = np.asarray(gt, np.int64), np.asarray(pred, np.int64)
+    keys = (boundary.gt << 32) | boundary.pred  # Sorted: histograms are sorted by (gt, pred).
+    query = (gt << 32) | pred
+    pos = np.minimum(np.searchsorted(keys, query), max(len(keys) - 1, 0))
+    hit = keys[pos] == query if len(keys) else np.zeros(len(query), bool)
+    inter = np.where(hit, boundary.count[pos] if len(keys) else 0, 0)
+    gt_band = sums_by_id(boundary.gt, boundary.count, gt)
+    pred_band = sums_by_id(boundary.pred, boundary.count, pred)
+    return inter, gt_band + pred_band - inter
+
+
 def match_pairs(
     pairs: PairCounts,
     gt_table: SegmentTable,
     pred_table: SegmentTable,
     num_classes: int,
+    boundary: PairCounts | None = None,
 ) -> PQStats:
     """TP / FP / FN / IoU per class of one (possibly multi-frame) panoptic image.
 
@@ -252,6 +283,9 @@ def match_pairs(
       gt_table: category and flag of the ground-truth ids.
       pred_table: category of the predicted ids.
       num_classes: length of the returned per-class arrays; categories must be below it.
+      boundary: optional band-map histogram of the same frames; a pair's IoU is then
+        min(mask IoU, boundary IoU), for matching and for the IoU sums (Boundary PQ, see
+        `vipdl.evaluation.boundary`).
 
     Returns:
       PQStats for this image.
@@ -280,9 +314,14 @@ def match_pairs(
     candidate = (pair_flag == NORMAL) & is_pred[pi] & (gcat[gi] == pcat[pi])
     union = g_area[gi] + p_area[pi] - c - p_void[pi]
     match = candidate & (2 * c > union)  # IoU > 0.5, decided in integers.
+    iou = c / np.maximum(union, 1)
+    if boundary is not None:
+        b_inter, b_union = boundary_overlaps(ug[gi], up[pi], boundary)
+        match &= 2 * b_inter > b_union
+        iou = np.minimum(iou, b_inter / np.maximum(b_union, 1))
     m_cat = gcat[gi[match]]
     stats.tp += np.bincount(m_cat, minlength=num_classes)
-    stats.iou += np.bincount(m_cat, weights=c[match] / union[match], minlength=num_classes)
+    stats.iou += np.bincount(m_cat, weights=iou[match], minlength=num_classes)
 
     g_matched = np.zeros(len(ug), bool)
     g_matched[gi[match]] = True

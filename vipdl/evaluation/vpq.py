@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from vipdl.evaluation import pq
+from vipdl.evaluation import boundary, pq
 from vipdl.evaluation.readers import EvalInputError, VpsFrame, VpsSet, vps_frame_pairs
 
 
@@ -89,6 +89,7 @@ def windows_stats(
     pred_table: pq.SegmentTable,
     num_classes: int,
     window_sizes: Sequence[int],
+    boundary_frames: Sequence[pq.PairCounts] | None = None,
 ) -> dict[int, pq.PQStats]:
     """Sums match statistics over all windows of each size of one video.
 
@@ -97,13 +98,17 @@ def windows_stats(
       gt_table, pred_table: the video's segment tables.
       num_classes: size of the per-class arrays.
       window_sizes: window lengths n in frames; videos shorter than n contribute nothing.
+      boundary_frames: optional per-frame band-map histograms (Boundary VPQ, see
+        `vipdl.evaluation.boundary`).
     """
     out = {}
     for n in window_sizes:
         stats = pq.PQStats.zeros(num_classes)
         for start in range(len(frames) - n + 1):
             tube = pq.merge_pair_counts(frames[start : start + n])
-            stats += pq.match_pairs(tube, gt_table, pred_table, num_classes)
+            band = (None if boundary_frames is None
+                    else pq.merge_pair_counts(boundary_frames[start : start + n]))
+            stats += pq.match_pairs(tube, gt_table, pred_table, num_classes, boundary=band)
         out[n] = stats
     return out
 
@@ -272,6 +277,8 @@ def video_stats_from_arrays(
     ignore_label: int,
     window_sizes: Sequence[int] = (1, 2, 3, 4),
     pred_label_divisor: int | None = None,
+    boundary_dilation: float | None = None,
+    boundary_ious: list[np.ndarray] | None = None,
 ) -> dict[int, pq.PQStats]:
     """VPQ statistics of one video given as in-memory panoptic maps.
 
@@ -283,6 +290,10 @@ def video_stats_from_arrays(
       window_sizes: window lengths in frames.
       pred_label_divisor: the predictions' divisor when it differs from the ground truth's,
         e.g. 2^32 for tracked predictions as `class << 32 | track` (any number of tracks).
+      boundary_dilation: with a band width (fraction of the image diagonal, 0.02 in the paper),
+        Boundary VPQ statistics instead: pair IoUs are min(mask IoU, boundary IoU).
+      boundary_ious: with `boundary_dilation`, a list that receives, per frame, the boundary
+        IoUs of the segments PQ matches by mask IoU (`boundary.matched_boundary_ious`).
 
     Returns:
       window size -> PQStats summed over the windows of this video.
@@ -291,7 +302,7 @@ def video_stats_from_arrays(
         raise ValueError(f"{len(gt)} ground-truth frames but {len(pred)} predicted frames")
     things = set(int(t) for t in thing_ids)
     pred_divisor = label_divisor if pred_label_divisor is None else int(pred_label_divisor)
-    frames, gt_cat, gt_flag, pred_cat = [], {0: -1}, {0: pq.VOID}, {}
+    frames, bands, gt_cat, gt_flag, pred_cat = [], [], {0: -1}, {0: pq.VOID}, {}
     for i, (g, p) in enumerate(zip(gt, pred)):
         gk = panoptic_to_keys(g, label_divisor=label_divisor, ignore_label=ignore_label)
         pk = panoptic_to_keys(p, label_divisor=pred_divisor, ignore_label=ignore_label)
@@ -308,8 +319,14 @@ def video_stats_from_arrays(
             _check_class(cat, num_classes, f"prediction frame {i}")
             pred_cat[key] = cat
         frames.append(pairs)
+        if boundary_dilation is not None:
+            bands.append(boundary.boundary_pair_counts(gk, pk, boundary_dilation))
     tables = pq.SegmentTable.from_mapping(gt_cat, gt_flag), pq.SegmentTable.from_mapping(pred_cat)
-    return windows_stats(frames, *tables, num_classes, check_window_sizes(window_sizes))
+    if boundary_dilation is not None and boundary_ious is not None:
+        boundary_ious.extend(boundary.matched_boundary_ious(f, b, *tables)
+                             for f, b in zip(frames, bands))
+    return windows_stats(frames, *tables, num_classes, check_window_sizes(window_sizes),
+                         boundary_frames=bands if boundary_dilation is not None else None)
 
 
 def _check_class(cat: int, num_classes: int, where: str) -> None:
@@ -327,11 +344,13 @@ def evaluate_arrays(
     window_sizes: Sequence[int] = (1, 2, 3, 4),
     annotation_stride: int = 1,
     pred_label_divisor: int | None = None,
+    boundary_dilation: float | None = None,
 ) -> VpqResult:
     """VPQ over videos given as (gt frames, predicted frames) in memory.
 
     PQ of single images is `window_sizes=(1,)` (each image may be its own one-frame video).
     `pred_label_divisor`: see `video_stats_from_arrays`.
+    With `boundary_dilation` (see `video_stats_from_arrays`) the result is Boundary VPQ.
     """
     sizes = check_window_sizes(window_sizes)
     per_video, count = [], 0
@@ -346,6 +365,7 @@ def evaluate_arrays(
                 ignore_label=ignore_label,
                 window_sizes=sizes,
                 pred_label_divisor=pred_label_divisor,
+                boundary_dilation=boundary_dilation,
             )
         )
         count += 1
@@ -367,8 +387,12 @@ def panoptic_quality(
     thing_ids: Sequence[int],
     label_divisor: int,
     ignore_label: int,
+    boundary_dilation: float | None = None,
 ) -> dict:
-    """PQ of a single image pair (the k = 0 case). Returns the `VpqResult.summary("PQ")` dict."""
+    """PQ of a single image pair (the k = 0 case). Returns the `VpqResult.summary("PQ")` dict.
+
+    With `boundary_dilation` (0.02 in the paper) it is Boundary PQ, summarised as "BPQ".
+    """
     result = evaluate_arrays(
         [([gt], [pred])],
         num_classes=num_classes,
@@ -376,5 +400,6 @@ def panoptic_quality(
         label_divisor=label_divisor,
         ignore_label=ignore_label,
         window_sizes=(1,),
+        boundary_dilation=boundary_dilation,
     )
-    return result.summary("PQ")
+    return result.summary("PQ" if boundary_dilation is None else "BPQ")
