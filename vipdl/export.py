@@ -276,9 +276,9 @@ def export_workdir(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
         raise ExportError(
             f"{workdir}: config.model.meta_arch is {config.model.meta_arch!r}; export needs a "
             "ViP-DeepLab model ('vip_deeplab')")
-    model = from_config.create_model(config, rngs=nnx.Rngs(0))
     checkpoint = workdir if checkpoint is None else Path(checkpoint)
-    checkpointing.restore_model_weights(model, str(checkpoint), which=which)
+    # Shape-only model filled from the checkpoint: no initialiser runs.
+    model = from_config.restored_model(config, str(checkpoint), which=which)
     crop = from_config.eval_crop_size_hw(config)
     model_config = from_config.model_config(config)
     return export(
