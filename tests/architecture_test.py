@@ -4,6 +4,9 @@ Every import of every library module counts, including function-local ones. The 
 an import cycle between vipdl modules, on an edge that goes up the layer order, and on the
 explicitly forbidden edges (evaluation stays pure numpy; models, data and post-processing do not
 depend on what is built on them; nothing imports configs/ or scripts/).
+
+Functions stay short enough to read: a body (docstring excluded) longer than MAX_FUNCTION_LINES
+lines needs a docstring that says why it is long.
 """
 
 import ast
@@ -27,6 +30,9 @@ LAYERS = [
     ("vipdl.trainer",),
     ("vipdl.cli",),
 ]
+# A longer function body (docstring excluded) needs the word "long" in its docstring, in a
+# sentence that says why (e.g. "Long because ...").
+MAX_FUNCTION_LINES = 80
 FORBIDDEN = {
     "vipdl.evaluation": ("vipdl.models", "vipdl.data", "vipdl.trainer", "jax", "flax", "optax"),
     "vipdl.models": ("vipdl.data", "vipdl.trainer"),
@@ -150,3 +156,43 @@ def test_the_parser_sees_imports(source, tmp_path):
     path = tmp_path / "m.py"
     path.write_text(f"def f():\n    {source}\n")
     assert "vipdl.trainer" in _imports(path)
+
+
+def _long_functions(path: Path) -> list[str]:
+    """`file:function:lines` of each function in `path` whose body, docstring excluded, has more
+    than MAX_FUNCTION_LINES lines and whose docstring does not say why ("long")."""
+    name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        doc = ast.get_docstring(node)
+        body = node.body[1:] if doc is not None and len(node.body) > 1 else node.body
+        lines = node.end_lineno - body[0].lineno + 1
+        if lines > MAX_FUNCTION_LINES and "long" not in (doc or "").lower():
+            out.append(f"{name}:{node.name}:{lines}")
+    return out
+
+
+def test_long_functions_say_why():
+    found = [f for p in sorted((ROOT / "vipdl").rglob("*.py")) for f in _long_functions(p)]
+    assert not found, (
+        f"functions longer than {MAX_FUNCTION_LINES} lines (body, docstring excluded): split "
+        "them, or say in the docstring why it is long:\n" + "\n".join(found))
+
+
+def test_function_length_counts_the_body_without_the_docstring(tmp_path):
+    def function(name: str, doc: str, body_lines: int, indent: str = "") -> str:
+        docstring = f'{indent}    """{doc}\n\n{indent}    More.\n{indent}    """\n'
+        body = "".join(f"{indent}    x = {i}\n" for i in range(body_lines))
+        return f"{indent}def {name}():\n" + docstring + body
+
+    path = tmp_path / "m.py"
+    path.write_text(
+        function("fits", "Short.", MAX_FUNCTION_LINES)
+        + function("too_long", "Short.", MAX_FUNCTION_LINES + 1)
+        + function("says_why", "Long because it must be.", MAX_FUNCTION_LINES + 1)
+        + "class C:\n" + function("method", "Short.", MAX_FUNCTION_LINES + 5, indent="    ")
+    )
+    assert _long_functions(path) == [f"{path}:too_long:{MAX_FUNCTION_LINES + 1}",
+                                     f"{path}:method:{MAX_FUNCTION_LINES + 5}"]

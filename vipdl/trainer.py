@@ -503,8 +503,8 @@ def train_and_evaluate(
     Raises:
       NonFiniteLossError: when a loss term, the gradient or the parameter norm is not finite.
 
-    The per-step order (step, log, images, evaluate, checkpoint, callback, preemption) is kept
-    in this one loop so it reads top to bottom; set-up is `_setup`.
+    Long because the per-step order (step, log, images, evaluate, checkpoint, callback,
+    preemption) is kept in this one loop so it reads top to bottom; set-up is `_setup`.
     """
     from clu import metric_writers, periodic_actions
 

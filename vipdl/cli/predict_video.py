@@ -416,6 +416,10 @@ def _load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, cli
 
 
+def _print_message(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *,
                    overwrite: bool = False, resume: bool = False, on_bad_frame: str = "stop",
                    save_every: int = 100, progress: bool = True,
@@ -446,289 +450,380 @@ def run_prediction(predictor, input_path: str | os.PathLike, outputs: Outputs, *
       Anything else that goes wrong is re-raised after the state of the last finished frame is
       saved and OUT/progress.json records the error.
     """
-    from tqdm import tqdm
-
-    from vipdl import formats, visualize
-    from vipdl.evaluation import writers
-    from vipdl.postprocess import labels
-
     if save_every < 1:
         raise ValueError(f"save_every must be >= 1, got {save_every}")
-    if log is None:
-        def log(message: str) -> None:
-            print(message, file=sys.stderr, flush=True)
-    out_dir = Path(outputs.directory)
-    check_output_dir(out_dir, overwrite=overwrite, resume=resume)
-    overlay_path = None if outputs.overlay is None else Path(outputs.overlay)
-    if overlay_path is not None and overlay_path.exists() and not (overwrite or resume):
-        raise FileExistsError(f"overlay {overlay_path} exists; pass --overwrite to replace it")
-    info = video_io.probe(input_path)  # Fails early on unreadable or empty input.
-    descriptor = predictor.descriptor
-    settings = _settings(predictor, input_path, outputs)
-    resume_dir = out_dir / RESUME_DIR
-    state_path = resume_dir / STATE_FILE
-    tracking_state, saved = None, None
-    if resume:
-        manifest = read_progress(out_dir)
-        changed = {k: (manifest["settings"].get(k), v) for k, v in settings.items()
+    run = _PredictionRun(predictor, input_path, outputs, on_bad_frame=on_bad_frame,
+                         save_every=save_every, resume_command=resume_command,
+                         log=_print_message if log is None else log, on_frame=on_frame)
+    run.open(overwrite=overwrite, resume=resume)
+    return run.run(progress=progress)
+
+
+class _PredictionRun:
+    """One `run_prediction`: `open` prepares the output directory and the writers, `run`
+    predicts frame by frame and ends in `_finish`, `_stop` (a signal or a bad frame) or `_fail`.
+
+    The run state, all of it about the last finished frame: `done` (frames finished),
+    `last_index` (its input index), the bad frames met (`bad_frames`, `num_bad`, `last_bad`),
+    `snapshot` (tracking snapshot, `_cli_state()`) and the writers' `vps_snapshot` /
+    `matte_snapshot`. `_save` stores them in OUT/.resume; `_write_manifest` reports them in
+    OUT/progress.json.
+    """
+
+    def __init__(self, predictor, input_path: str | os.PathLike, outputs: Outputs, *,
+                 on_bad_frame: str, save_every: int, resume_command: str | None, log,
+                 on_frame):
+        self.predictor = predictor
+        self.descriptor = predictor.descriptor
+        self.input_path = input_path
+        self.outputs = outputs
+        self.on_bad_frame = on_bad_frame
+        self.save_every = save_every
+        self.resume_command = resume_command
+        self.log = log
+        self.on_frame = on_frame
+        self.out_dir = Path(outputs.directory)
+        self.overlay_path = None if outputs.overlay is None else Path(outputs.overlay)
+        self.resume_dir = self.out_dir / RESUME_DIR
+        self.state_path = self.resume_dir / STATE_FILE
+        self.sheet_dir = self.resume_dir / "sheet"
+
+    # --- opening --------------------------------------------------------------------------------
+
+    def open(self, *, overwrite: bool, resume: bool) -> None:
+        """Checks the output directory, starts (or resumes) the run there, opens the writers."""
+        check_output_dir(self.out_dir, overwrite=overwrite, resume=resume)
+        overlay_path = self.overlay_path
+        if overlay_path is not None and overlay_path.exists() and not (overwrite or resume):
+            raise FileExistsError(f"overlay {overlay_path} exists; pass --overwrite to replace it")
+        self.info = video_io.probe(self.input_path)  # Fails early on unreadable or empty input.
+        self.settings = _settings(self.predictor, self.input_path, self.outputs)
+        self.resume = resume
+        self.tracking_state, saved = None, None
+        if resume:
+            self.tracking_state, saved = self._saved_state()
+        else:
+            self._clear_outputs(overwrite)
+        self.resume_dir.mkdir(parents=True, exist_ok=True)
+        limits = format_limits(self.outputs)
+        if limits:
+            self.log(f"limits: {limits}")
+        self._restore_run_state(saved)
+        self._open_writers(saved)
+        self.reader = video_io.FrameReader(self.input_path, on_bad_frame=self.on_bad_frame,
+                                           start=max(self.last_index, 0), on_report=self._report)
+        self.pending: collections.deque[int] = collections.deque()  # Input indices in flight.
+
+    def _saved_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The interrupted run's saved state; ValueError when it had other settings."""
+        manifest = read_progress(self.out_dir)
+        changed = {k: (manifest["settings"].get(k), v) for k, v in self.settings.items()
                    if manifest["settings"].get(k) != v}
         if changed:
             detail = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
-            raise ValueError(f"--resume: the run in {out_dir} was started with other settings "
-                             f"({detail})")
-        tracking_state, saved = _load_state(state_path)
-    else:
-        if out_dir.exists() and overwrite:
-            shutil.rmtree(out_dir)
-        if overlay_path is not None and overlay_path.exists() and overwrite:
-            overlay_path.unlink()
-        out_dir.mkdir(parents=True, exist_ok=True)
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    limits = format_limits(outputs)
-    if limits:
-        log(f"limits: {limits}")
+            raise ValueError(f"--resume: the run in {self.out_dir} was started with other "
+                             f"settings ({detail})")
+        return _load_state(self.state_path)
 
-    # --- run state ----------------------------------------------------------------------------
-    done = int(saved["frames_done"]) if saved else 0
-    last_index = int(saved["last_index"]) if saved else -1
-    bad_frames: list[dict[str, Any]] = list(saved["bad_frames"]) if saved else []
-    num_bad = int(saved["num_bad_frames"]) if saved else 0
-    last_bad = int(saved["last_bad_frame"]) if saved else -1
-    elapsed_before = float(saved["seconds"]) if saved else 0.0
-    sheet_dir = resume_dir / "sheet"
-    fps = outputs.fps or info.fps or 10.0
+    def _clear_outputs(self, overwrite: bool) -> None:
+        """Deletes the previous results (with `overwrite`) and makes the output directory."""
+        if self.out_dir.exists() and overwrite:
+            shutil.rmtree(self.out_dir)
+        if self.overlay_path is not None and self.overlay_path.exists() and overwrite:
+            self.overlay_path.unlink()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
 
-    vps_writer = None
-    if outputs.vps:
-        vps_writer = writers.VpsPredictionWriter(
-            out_dir / "vps", label_divisor=descriptor.label_divisor,
-            ignore_label=descriptor.ignore_label, thing_ids=descriptor.thing_ids,
-            resume=saved["vps"] if saved else None)
-    masks = _MaskWriter(out_dir / "masks", descriptor) if outputs.masks else None
-    if masks is not None and saved:
-        masks.drop_after(last_index)
-    matte_writer = None
-    if outputs.mattes is not None:
-        from vipdl import editing
-        from vipdl.editing.writers import MatteWriter
+    def _restore_run_state(self, saved: dict[str, Any] | None) -> None:
+        """The run state of the saved state (`saved`) or of a new run (None)."""
+        self.done = int(saved["frames_done"]) if saved else 0
+        self.last_index = int(saved["last_index"]) if saved else -1
+        self.bad_frames: list[dict[str, Any]] = list(saved["bad_frames"]) if saved else []
+        self.num_bad = int(saved["num_bad_frames"]) if saved else 0
+        self.last_bad = int(saved["last_bad_frame"]) if saved else -1
+        self.elapsed_before = float(saved["seconds"]) if saved else 0.0
+        self.snapshot = None  # (tracking snapshot, cli state) of the last finished frame
+        self.vps_snapshot = self.matte_snapshot = None
+        self.status: dict[str, Any] = {"complete": False, "stopped": None, "error": None,
+                                       "saved_frames": self.done if saved else None}
 
-        editing.softness_table(descriptor.class_names, outputs.mattes.softness)  # Fail early.
-        matte_writer = MatteWriter(out_dir / "mattes", descriptor, pngs=outputs.matte_pngs,
-                                   cryptomatte=outputs.cryptomatte,
-                                   resume=saved["mattes"] if saved else None)
-    overlay = None
-    if overlay_path is not None:
-        overlay = _OverlayParts(overlay_path, resume_dir / "overlay", fps,
-                                closed_parts=int(saved["overlay_parts"]) if saved else 0,
-                                closed_frames=int(saved["frames_done"]) if saved else 0)
-    if saved and sheet_dir.is_dir():
-        for png in sheet_dir.glob("*.png"):
-            if int(png.stem) >= done:
-                png.unlink()
+    def _open_writers(self, saved: dict[str, Any] | None) -> None:
+        """Opens the writers of the chosen outputs; a resumed run drops what is past `saved`."""
+        from vipdl.evaluation import writers
 
-    def report(bad: video_io.BadFrame) -> None:
-        nonlocal num_bad, last_bad
-        if bad.index <= last_bad:  # Met again by a resumed run: already counted.
-            if on_bad_frame != "stop":
-                log(f"warning: {bad.describe()} ({on_bad_frame})")
+        outputs, descriptor = self.outputs, self.descriptor
+        self.vps_writer = None
+        if outputs.vps:
+            self.vps_writer = writers.VpsPredictionWriter(
+                self.out_dir / "vps", label_divisor=descriptor.label_divisor,
+                ignore_label=descriptor.ignore_label, thing_ids=descriptor.thing_ids,
+                resume=saved["vps"] if saved else None)
+        self.masks = _MaskWriter(self.out_dir / "masks", descriptor) if outputs.masks else None
+        if self.masks is not None and saved:
+            self.masks.drop_after(self.last_index)
+        self.matte_writer = None
+        if outputs.mattes is not None:
+            from vipdl import editing
+            from vipdl.editing.writers import MatteWriter
+
+            editing.softness_table(descriptor.class_names, outputs.mattes.softness)  # Fail early.
+            self.matte_writer = MatteWriter(self.out_dir / "mattes", descriptor,
+                                            pngs=outputs.matte_pngs,
+                                            cryptomatte=outputs.cryptomatte,
+                                            resume=saved["mattes"] if saved else None)
+        self.overlay = None
+        if self.overlay_path is not None:
+            fps = outputs.fps or self.info.fps or 10.0
+            self.overlay = _OverlayParts(
+                self.overlay_path, self.resume_dir / "overlay", fps,
+                closed_parts=int(saved["overlay_parts"]) if saved else 0,
+                closed_frames=int(saved["frames_done"]) if saved else 0)
+        if saved and self.sheet_dir.is_dir():
+            for png in self.sheet_dir.glob("*.png"):
+                if int(png.stem) >= self.done:
+                    png.unlink()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _report(self, bad: video_io.BadFrame) -> None:
+        """Counts and reports a bad frame (`video_io.FrameReader`'s `on_report`)."""
+        if bad.index <= self.last_bad:  # Met again by a resumed run: already counted.
+            if self.on_bad_frame != "stop":
+                self.log(f"warning: {bad.describe()} ({self.on_bad_frame})")
             return
-        num_bad += 1
-        last_bad = bad.index
-        if len(bad_frames) < _MAX_LISTED_BAD_FRAMES:
-            bad_frames.append({"frame": bad.index, "damaged": bad.damaged, "reason": bad.reason})
-        action = {"stop": "stopping", "skip": "skipped", "repeat": "replaced by the previous "
-                  "frame", "keep": "kept as decoded" if bad.damaged else "stopping"}[on_bad_frame]
-        log(f"warning: {bad.describe()} ({action})")
+        self.num_bad += 1
+        self.last_bad = bad.index
+        if len(self.bad_frames) < _MAX_LISTED_BAD_FRAMES:
+            self.bad_frames.append({"frame": bad.index, "damaged": bad.damaged,
+                                    "reason": bad.reason})
+        action = {"stop": "stopping", "skip": "skipped",
+                  "repeat": "replaced by the previous frame",
+                  "keep": "kept as decoded" if bad.damaged else "stopping"}[self.on_bad_frame]
+        self.log(f"warning: {bad.describe()} ({action})")
 
-    reader = video_io.FrameReader(input_path, on_bad_frame=on_bad_frame,
-                                  start=max(last_index, 0), on_report=report)
-    pending: collections.deque[int] = collections.deque()
-
-    def frames():
-        for index, frame in reader:
-            pending.append(index)
+    def _frames(self):
+        """The frames for the predictor; their input indices queue up in `pending`."""
+        for index, frame in self.reader:
+            self.pending.append(index)
             yield frame
 
-    start = time.perf_counter()
-    snapshot = None  # (tracking snapshot, cli state) of the last finished frame
-    vps_snapshot = matte_snapshot = None
-    status: dict[str, Any] = {"complete": False, "stopped": None, "error": None,
-                              "saved_frames": done if saved else None}
+    # --- running ------------------------------------------------------------------------------
 
-    def seconds() -> float:
-        return round(elapsed_before + time.perf_counter() - start, 3)
+    def run(self, *, progress: bool) -> dict[str, Any]:
+        """Predicts and writes every frame; returns the summary (see `run_prediction`)."""
+        from tqdm import tqdm
 
-    def _summary() -> dict[str, Any]:
-        took = seconds()
+        self.start = time.perf_counter()
+        self.stream = self.predictor.predict(self._frames(), resume=self.tracking_state)
+        if self.resume:
+            self.log(f"resuming after frame {self.last_index} ({self.done} frames done)")
+        bar = tqdm(total=self.info.num_frames, initial=self.done, unit="frame",
+                   disable=not progress, dynamic_ncols=True)
+        signals = _Signals()
+        try:
+            with bar, signals:
+                self._predict_frames(bar, signals)
+                if signals.received is not None:
+                    self._stop({"after_frame": self.last_index,
+                                "reason": f"interrupted by {signals.received}"})
+                    raise PredictionInterrupted(self.summary(), signals.received)
+            stopped = self.reader.stopped
+            if stopped is not None:
+                self._stop({"frame": stopped.index, "after_frame": self.last_index,
+                            "reason": stopped.describe()})
+                return self.summary()
+            return self._finish()
+        except PredictionInterrupted:
+            raise
+        except BaseException as e:
+            self._fail(e)
+            raise
+        finally:
+            if self.vps_writer is not None:
+                self.vps_writer.abort()
+            if self.matte_writer is not None:
+                self.matte_writer.abort()
+
+    def _predict_frames(self, bar, signals: _Signals) -> None:
+        """Writes frame after frame until the input ends, stops, or a signal arrives."""
+        # A resumed stream first predicts the frame that restores the model state: not redone.
+        skip_first = self.resume and self.tracking_state is not None
+        for pred in self.stream:
+            if skip_first:
+                self.pending.popleft()
+                skip_first = False
+            index = self.pending.popleft()
+            self._write_frame(index, pred)
+            self.done += 1
+            self.last_index = index
+            vps, mattes = self.vps_writer, self.matte_writer
+            self.vps_snapshot = vps.state() if vps is not None else None
+            self.matte_snapshot = mattes.state() if mattes is not None else None
+            self.snapshot = (self.stream.snapshot(), self._cli_state())
+            bar.update(1)
+            self._write_manifest()
+            if self.on_frame is not None:
+                self.on_frame(self.done)
+            if self.done % self.save_every == 0:
+                self._save()
+            if signals.received is not None:
+                break
+
+    def _write_frame(self, index: int, pred) -> None:
+        """Writes every chosen output of one prediction (input frame `index`)."""
+        from vipdl import formats, visualize
+        from vipdl.postprocess import labels
+
+        outputs, out_dir = self.outputs, self.out_dir
+        semantic, track = labels.split_wide(pred.segments)
+        if self.vps_writer is not None:
+            self.vps_writer.add_segments(f"{outputs.video_id}_{index:06d}", pred.segment_map,
+                                         semantic, track)
+        if outputs.step:
+            formats.write_step_segments(
+                out_dir / "step" / outputs.video_id / f"{index:06d}.png",
+                pred.segment_map, semantic, track)
+        if outputs.depth and pred.depth is not None:
+            formats.write_depth_png(out_dir / "depth" / f"{index:06d}.png", pred.depth)
+        if self.masks is not None:
+            self.masks.add(index, pred.segment_map, semantic, track)
+        if self.matte_writer is not None:
+            from vipdl import editing
+
+            self.matte_writer.add(editing.frame_mattes(pred, self.descriptor, outputs.mattes))
+        if self.overlay is not None or self.done < outputs.sheet_frames:
+            picture = visualize.overlay_segments(pred.image, pred.segment_map, semantic,
+                                                 track, descriptor=self.descriptor)
+            if self.done < outputs.sheet_frames:
+                formats.atomic_write_png(self.sheet_dir / f"{self.done:06d}.png", picture)
+            if self.overlay is not None:  # Last: a failure before it leaves parts whole.
+                self.overlay.write(picture)
+
+    # --- state and manifest -------------------------------------------------------------------
+
+    def seconds(self) -> float:
+        return round(self.elapsed_before + time.perf_counter() - self.start, 3)
+
+    def summary(self) -> dict[str, Any]:
+        """What `run_prediction` returns (and a complete run writes to OUT/summary.json)."""
+        outputs = self.outputs
+        took = self.seconds()
         return {
-            "input": str(input_path),
-            "frames": done,
-            "last_index": last_index,
+            "input": str(self.input_path),
+            "frames": self.done,
+            "last_index": self.last_index,
             "seconds": took,
-            "fps": round(done / took, 3) if took > 0 else None,
-            "tracks": stream.num_tracks,
+            "fps": round(self.done / took, 3) if took > 0 else None,
+            "tracks": self.stream.num_tracks,
             "video_id": outputs.video_id,
-            "complete": status["complete"],
-            "stopped": status["stopped"],
-            "bad_frames": bad_frames,
-            "num_bad_frames": num_bad,
+            "complete": self.status["complete"],
+            "stopped": self.status["stopped"],
+            "bad_frames": self.bad_frames,
+            "num_bad_frames": self.num_bad,
             "outputs": [p for p, on in (("vps", outputs.vps), ("step", outputs.step),
                                         ("masks", outputs.masks), ("depth", outputs.depth),
                                         ("mattes", outputs.mattes is not None),
                                         ("overlay_frames.png", outputs.sheet_frames > 0))
                         if on],
-            **({"overlay": str(overlay_path)} if overlay_path is not None else {}),
+            **({"overlay": str(self.overlay_path)} if self.overlay_path is not None else {}),
         }
 
-    def cli_state() -> dict[str, Any]:
-        return {"frames_done": done, "last_index": last_index, "seconds": seconds(),
-                "overlay_parts": overlay.closed if overlay is not None else 0,
-                "vps": vps_snapshot, "mattes": matte_snapshot}
+    def _cli_state(self) -> dict[str, Any]:
+        return {"frames_done": self.done, "last_index": self.last_index,
+                "seconds": self.seconds(),
+                "overlay_parts": self.overlay.closed if self.overlay is not None else 0,
+                "vps": self.vps_snapshot, "mattes": self.matte_snapshot}
 
-    def write_manifest(saved_frames: int | None = None) -> None:
+    def _write_manifest(self, saved_frames: int | None = None) -> None:
+        """Writes OUT/progress.json."""
+        from vipdl import formats
+
+        status = self.status
         if saved_frames is not None:
             status["saved_frames"] = saved_frames
         manifest = {
             "version": _MANIFEST_VERSION, "complete": status["complete"],
-            "frames_done": done, "last_index": last_index,
-            "frames_estimated": info.num_frames, "saved_frames": status["saved_frames"],
+            "frames_done": self.done, "last_index": self.last_index,
+            "frames_estimated": self.info.num_frames, "saved_frames": status["saved_frames"],
             "stopped": status["stopped"], "error": status["error"],
-            "bad_frames": bad_frames, "num_bad_frames": num_bad, "seconds": seconds(),
-            "resume_command": resume_command, "settings": settings,
+            "bad_frames": self.bad_frames, "num_bad_frames": self.num_bad,
+            "seconds": self.seconds(), "resume_command": self.resume_command,
+            "settings": self.settings,
         }
-        formats.atomic_write_json(out_dir / PROGRESS_FILE, manifest)
+        formats.atomic_write_json(self.out_dir / PROGRESS_FILE, manifest)
 
-    def save() -> None:
+    def _save(self) -> None:
         """Saves the state of the last finished frame (every output is complete up to it)."""
-        if snapshot is None:
+        if self.snapshot is None:
             return
+        overlay = self.overlay
         if overlay is not None:
-            if overlay.frames != snapshot[1]["frames_done"]:
+            if overlay.frames != self.snapshot[1]["frames_done"]:
                 # The open part holds a frame past the snapshot: keep the last saved state
                 # (its parts are whole) and redo the frames after it.
                 overlay.abort()
                 return
             overlay.cut()
-        tracking, cli = snapshot
+        tracking, cli = self.snapshot
         # Bad frames met since that frame are in too: a resumed run meets them again and
         # does not count them twice.
         cli = dict(cli, overlay_parts=overlay.closed if overlay is not None else 0,
-                   vps=vps_snapshot, mattes=matte_snapshot, bad_frames=bad_frames, num_bad_frames=num_bad,
-                   last_bad_frame=last_bad)
-        _save_state(state_path, tracking(), cli)
-        write_manifest(saved_frames=cli["frames_done"])
+                   vps=self.vps_snapshot, mattes=self.matte_snapshot, bad_frames=self.bad_frames,
+                   num_bad_frames=self.num_bad, last_bad_frame=self.last_bad)
+        _save_state(self.state_path, tracking(), cli)
+        self._write_manifest(saved_frames=cli["frames_done"])
 
-    def partial_outputs() -> None:
+    def _partial_outputs(self) -> None:
         """Makes what was written usable as it is (pred.json, tracks.json) without closing."""
-        if vps_writer is not None and done:
-            vps_writer.write_json()
-        if masks is not None:
-            masks.close()
-        if matte_writer is not None and done:
-            matte_writer.write_json()
+        if self.vps_writer is not None and self.done:
+            self.vps_writer.write_json()
+        if self.masks is not None:
+            self.masks.close()
+        if self.matte_writer is not None and self.done:
+            self.matte_writer.write_json()
 
-    stream = predictor.predict(frames(), resume=tracking_state)
-    if resume:
-        log(f"resuming after frame {last_index} ({done} frames done)")
-    bar = tqdm(total=info.num_frames, initial=done, unit="frame", disable=not progress,
-               dynamic_ncols=True)
-    signals = _Signals()
-    try:
-        with bar, signals:
-            if resume and tracking_state is not None:
-                pending_prime = True
-            else:
-                pending_prime = False
-            for pred in stream:
-                if pending_prime:  # The frame that restored the model state: not redone.
-                    pending.popleft()
-                    pending_prime = False
-                index = pending.popleft()
-                semantic, track = labels.split_wide(pred.segments)
-                if vps_writer is not None:
-                    vps_writer.add_segments(f"{outputs.video_id}_{index:06d}", pred.segment_map,
-                                            semantic, track)
-                if outputs.step:
-                    formats.write_step_segments(
-                        out_dir / "step" / outputs.video_id / f"{index:06d}.png",
-                        pred.segment_map, semantic, track)
-                if outputs.depth and pred.depth is not None:
-                    formats.write_depth_png(out_dir / "depth" / f"{index:06d}.png", pred.depth)
-                if masks is not None:
-                    masks.add(index, pred.segment_map, semantic, track)
-                if matte_writer is not None:
-                    matte_writer.add(editing.frame_mattes(pred, descriptor, outputs.mattes))
-                if overlay is not None or done < outputs.sheet_frames:
-                    picture = visualize.overlay_segments(pred.image, pred.segment_map, semantic,
-                                                         track, descriptor=descriptor)
-                    if done < outputs.sheet_frames:
-                        formats.atomic_write_png(sheet_dir / f"{done:06d}.png", picture)
-                    if overlay is not None:  # Last: a failure before it leaves parts whole.
-                        overlay.write(picture)
-                done += 1
-                last_index = index
-                vps_snapshot = vps_writer.state() if vps_writer is not None else None
-                matte_snapshot = matte_writer.state() if matte_writer is not None else None
-                snapshot = (stream.snapshot(), cli_state())
-                bar.update(1)
-                write_manifest()
-                if on_frame is not None:
-                    on_frame(done)
-                if done % save_every == 0:
-                    save()
-                if signals.received is not None:
-                    break
-            if signals.received is not None:
-                save()
-                partial_outputs()
-                status["stopped"] = {"after_frame": last_index,
-                                     "reason": f"interrupted by {signals.received}"}
-                write_manifest()
-                raise PredictionInterrupted(_summary(), signals.received)
-        if reader.stopped is not None:
-            save()
-            partial_outputs()
-            status["stopped"] = {"frame": reader.stopped.index, "after_frame": last_index,
-                                 "reason": reader.stopped.describe()}
-            write_manifest()
-            return _summary()
-        # Complete: the final files.
-        if vps_writer is not None:
-            vps_writer.close()
-        if masks is not None:
-            masks.close()
-        if matte_writer is not None:
-            matte_writer.close()
-        if overlay is not None:
-            overlay.finish()
-        sheet = sorted(sheet_dir.glob("*.png")) if sheet_dir.is_dir() else []
+    # --- ending -------------------------------------------------------------------------------
+
+    def _stop(self, stopped: dict[str, Any]) -> None:
+        """Ends an incomplete run resumably: saves, writes the partial outputs, and records
+        `stopped` (where and why) in the manifest."""
+        self._save()
+        self._partial_outputs()
+        self.status["stopped"] = stopped
+        self._write_manifest()
+
+    def _finish(self) -> dict[str, Any]:
+        """Writes the final files of a complete run and drops its resume state; the summary."""
+        from vipdl import formats, visualize
+
+        if self.vps_writer is not None:
+            self.vps_writer.close()
+        if self.masks is not None:
+            self.masks.close()
+        if self.matte_writer is not None:
+            self.matte_writer.close()
+        if self.overlay is not None:
+            self.overlay.finish()
+        sheet = sorted(self.sheet_dir.glob("*.png")) if self.sheet_dir.is_dir() else []
         if sheet:
-            formats.atomic_write_png(out_dir / "overlay_frames.png", visualize.contact_sheet(
+            formats.atomic_write_png(self.out_dir / "overlay_frames.png", visualize.contact_sheet(
                 [formats.read_png(p)[..., :3] for p in sheet], columns=3))
-        status["complete"] = True
-        summary = _summary()
-        formats.atomic_write_json(out_dir / "summary.json", summary)
-        write_manifest()
-        shutil.rmtree(resume_dir, ignore_errors=True)
+        self.status["complete"] = True
+        summary = self.summary()
+        formats.atomic_write_json(self.out_dir / "summary.json", summary)
+        self._write_manifest()
+        shutil.rmtree(self.resume_dir, ignore_errors=True)
         return summary
-    except PredictionInterrupted:
-        raise
-    except BaseException as e:
-        # Keep everything up to the last finished frame, resumable.
+
+    def _fail(self, error: BaseException) -> None:
+        """Keeps everything up to the last finished frame, resumable, and records `error`."""
         try:
-            save()
-            partial_outputs()
+            self._save()
+            self._partial_outputs()
         except Exception:  # noqa: BLE001 - the original error matters more.
             pass
-        status["error"] = f"{type(e).__name__}: {e}"
-        status["stopped"] = {"after_frame": last_index, "reason": status["error"]}
-        write_manifest()
-        raise
-    finally:
-        if vps_writer is not None:
-            vps_writer.abort()
-        if matte_writer is not None:
-            matte_writer.abort()
+        self.status["error"] = f"{type(error).__name__}: {error}"
+        self.status["stopped"] = {"after_frame": self.last_index, "reason": self.status["error"]}
+        self._write_manifest()
 
 
 def load_config_file(spec: str):

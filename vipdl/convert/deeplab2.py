@@ -612,6 +612,94 @@ def _mismatch_message(source: str, found: Architecture, wanted: Architecture,
     return "\n".join(lines + details)
 
 
+def _checkpoint_keys(
+    source: CheckpointSource, variables: Mapping[str, Any], ignore_prefixes: Sequence[str]
+) -> tuple[dict[str, str], dict[str, list[str]], list[str]]:
+    """Sorts the checkpoint's keys: ({deeplab2 name: key}, {ignore reason: keys}, keys that
+    are neither a variable nor ignored)."""
+    ignored: dict[str, list[str]] = {}
+    names: dict[str, str] = {}  # deeplab2 name -> checkpoint key
+    unknown: list[str] = []
+    for key in variables:
+        reason = _ignore_reason(key, ignore_prefixes)
+        if reason is not None:
+            ignored.setdefault(reason, []).append(key)
+            continue
+        name = _canonical(key)
+        if name is None:
+            unknown.append(key)
+        elif name in names:
+            raise ValueError(
+                f"deeplab2 checkpoint {source.name}: {names[name]} and {key} hold the same "
+                "variable (both encoder/ and backbone/_encoder/ keys)"
+            )
+        else:
+            names[name] = key
+    return names, ignored, unknown
+
+
+def _variable_problems(
+    variables: Mapping[str, Any], names: Mapping[str, str], unknown: Sequence[str],
+    expected: Mapping[str, Path], targets: Mapping[Path, tuple[int, ...]],
+) -> list[str]:
+    """The message lines of every variable the model lacks, the checkpoint lacks or that does
+    not fit (shape / dtype); empty when the checkpoint fills the model exactly."""
+    missing = sorted(set(expected) - set(names))
+    extra = sorted(set(names) - set(expected))
+    bad = []
+    for n in sorted(set(expected) & set(names)):
+        key, (shape, dtype) = names[n], variables[names[n]]
+        target = targets[expected[n]]
+        if not np.issubdtype(dtype, np.floating):
+            bad.append(f"    {key}: dtype {dtype}, expected floating point")
+        elif not _fits(key, shape, target):
+            bad.append(f"    {key}: checkpoint {list(shape)}, vipdl {_join(expected[n])} "
+                       f"{list(target)}")
+    details = []
+    if missing:
+        details.append(f"  missing in the checkpoint ({len(missing)}): "
+                       + _listed([n + SUFFIX for n in missing]))
+    if extra or unknown:
+        keys = sorted([names[n] for n in extra] + list(unknown))
+        details.append(f"  neither used nor ignored ({len(keys)}): {_listed(keys)}")
+    if bad:
+        details.append(f"  shape/dtype mismatches ({len(bad)}):")
+        details += bad[:_MAX_LISTED] + ([f"    ... ({len(bad)} in all)"]
+                                        if len(bad) > _MAX_LISTED else [])
+    return details
+
+
+def _filled_weights(
+    source: CheckpointSource, model: nnx.Module, encoder_only: bool, names: Mapping[str, str],
+    expected: Mapping[str, Path], targets: Mapping[Path, tuple[int, ...]],
+) -> tuple[dict, int]:
+    """The model's weight tree filled from the checkpoint, one tensor at a time, and the number
+    of scalars written."""
+    tree = nnx.to_pure_dict(nnx.state(model, _WEIGHTS))
+    if encoder_only:
+        tree = {"encoder": tree["encoder"]}
+    filled: set[Path] = set()
+    num_values = 0
+    for n in sorted(expected):
+        key, path = names[n], expected[n]
+        if path in filled:
+            raise RuntimeError(f"{_join(path)} filled twice (last from {key})")
+        value = _converted(key, source.read(key), targets[path])
+        value = np.ascontiguousarray(value, dtype=np.float32)
+        if value.shape != targets[path]:
+            raise ValueError(f"{key}: read shape {value.shape}, expected {targets[path]}")
+        node = tree
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+        filled.add(path)
+        num_values += value.size
+    left = [_join(p) for p, leaf in _flat_items(tree) if not isinstance(leaf, np.ndarray)]
+    if left:
+        raise RuntimeError(f"variables left unfilled: {_listed(left)}")
+    return tree, num_values
+
+
 def convert_weights(
     source: CheckpointSource,
     model: nnx.Module,
@@ -637,24 +725,7 @@ def convert_weights(
         shape or dtype does not fit; the message names the keys (first few and the count).
     """
     variables = source.variables()
-    ignored: dict[str, list[str]] = {}
-    names: dict[str, str] = {}  # deeplab2 name -> checkpoint key
-    unknown: list[str] = []
-    for key in variables:
-        reason = _ignore_reason(key, ignore_prefixes)
-        if reason is not None:
-            ignored.setdefault(reason, []).append(key)
-            continue
-        name = _canonical(key)
-        if name is None:
-            unknown.append(key)
-        elif name in names:
-            raise ValueError(
-                f"deeplab2 checkpoint {source.name}: {names[name]} and {key} hold the same "
-                "variable (both encoder/ and backbone/_encoder/ keys)"
-            )
-        else:
-            names[name] = key
+    names, ignored, unknown = _checkpoint_keys(source, variables, ignore_prefixes)
     shapes = {n: variables[k][0] for n, k in names.items()}
 
     expected = model_names(model)
@@ -664,7 +735,8 @@ def convert_weights(
     model_encoder = {n[len(ENCODER_PREFIX):]: targets[p] for n, p in expected.items()
                      if n.startswith(ENCODER_PREFIX)}
     found = _checkpoint_architecture(shapes, model_encoder, wanted.backbone)
-    if found.meta_arch == "encoder_only":
+    encoder_only = found.meta_arch == "encoder_only"
+    if encoder_only:
         expected = {n: p for n, p in expected.items() if n.startswith(ENCODER_PREFIX)}
 
     # Architecture first: one wrong choice makes hundreds of keys differ.
@@ -673,55 +745,11 @@ def convert_weights(
         details = [f"  differs in: {', '.join(aspects)}"]
         details += [f"    {aspect}: {evidence}" for aspect, evidence in aspects.items()]
         raise ValueError(_mismatch_message(source.name, found, wanted, details))
-
-    missing = sorted(set(expected) - set(names))
-    extra = sorted(set(names) - set(expected))
-    bad = []
-    for n in sorted(set(expected) & set(names)):
-        key, (shape, dtype) = names[n], variables[names[n]]
-        target = targets[expected[n]]
-        if not np.issubdtype(dtype, np.floating):
-            bad.append(f"    {key}: dtype {dtype}, expected floating point")
-        elif not _fits(key, shape, target):
-            bad.append(f"    {key}: checkpoint {list(shape)}, vipdl {_join(expected[n])} "
-                       f"{list(target)}")
-    if missing or extra or unknown or bad:
-        details = []
-        if missing:
-            details.append(f"  missing in the checkpoint ({len(missing)}): "
-                           + _listed([n + SUFFIX for n in missing]))
-        if extra or unknown:
-            keys = sorted([names[n] for n in extra] + unknown)
-            details.append(f"  neither used nor ignored ({len(keys)}): {_listed(keys)}")
-        if bad:
-            details.append(f"  shape/dtype mismatches ({len(bad)}):")
-            details += bad[:_MAX_LISTED] + ([f"    ... ({len(bad)} in all)"]
-                                            if len(bad) > _MAX_LISTED else [])
+    details = _variable_problems(variables, names, unknown, expected, targets)
+    if details:
         raise ValueError(_mismatch_message(source.name, found, wanted, details))
 
-    # Fill, one tensor at a time.
-    tree = nnx.to_pure_dict(nnx.state(model, _WEIGHTS))
-    if found.meta_arch == "encoder_only":
-        tree = {"encoder": tree["encoder"]}
-    filled: set[Path] = set()
-    num_values = 0
-    for n in sorted(expected):
-        key, path = names[n], expected[n]
-        if path in filled:
-            raise RuntimeError(f"{_join(path)} filled twice (last from {key})")
-        value = _converted(key, source.read(key), targets[path])
-        value = np.ascontiguousarray(value, dtype=np.float32)
-        if value.shape != targets[path]:
-            raise ValueError(f"{key}: read shape {value.shape}, expected {targets[path]}")
-        node = tree
-        for k in path[:-1]:
-            node = node[k]
-        node[path[-1]] = value
-        filled.add(path)
-        num_values += value.size
-    left = [_join(p) for p, leaf in _flat_items(tree) if not isinstance(leaf, np.ndarray)]
-    if left:
-        raise RuntimeError(f"variables left unfilled: {_listed(left)}")
+    tree, num_values = _filled_weights(source, model, encoder_only, names, expected, targets)
     return Conversion(tree, found, sorted(names[n] for n in expected), ignored, num_values)
 
 

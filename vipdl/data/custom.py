@@ -106,6 +106,101 @@ def _int_list(obj, key: str, problems: list[str], where: str) -> list[int] | Non
     return value
 
 
+def _class_names(obj: dict, problems: list[str]) -> list[str] | None:
+    """'class_names', or None when it is not a non-empty list of names."""
+    names = obj.get("class_names")
+    if not isinstance(names, list) or not names or not all(
+        isinstance(n, str) and n.strip() for n in names
+    ):
+        problems.append(f"'class_names' must be a non-empty list of names, got {names!r}")
+        return None
+    dup = sorted(n for n, c in collections.Counter(names).items() if c > 1)
+    if dup:
+        problems.append(f"'class_names' has duplicate names {dup}")
+    if len(names) > LABEL_DIVISOR - 2:
+        problems.append(f"at most {LABEL_DIVISOR - 2} classes, got {len(names)}")
+    return names
+
+
+def _thing_ids(obj: dict, names: list[str] | None, problems: list[str]) -> list[int] | None:
+    """'thing_ids' (default: none), or None when it is not a list of integers."""
+    n = len(names) if names else 0
+    things = _int_list(obj, "thing_ids", problems, "'thing_ids'") if "thing_ids" in obj else []
+    if things is not None and names:
+        bad = [t for t in things if not 0 <= t < n]
+        if bad:
+            problems.append(
+                f"'thing_ids' {bad} out of range: they index 'class_names' (0..{n - 1})"
+            )
+        dup = sorted(t for t, c in collections.Counter(things).items() if c > 1)
+        if dup:
+            problems.append(f"'thing_ids' repeats {dup}")
+    return things
+
+
+def _colors(obj: dict, names: list[str] | None, problems: list[str]) -> list | None:
+    """'colors' (default: `default_colors`), or None when they are not [r, g, b] triples."""
+    n = len(names) if names else 0
+    colors = obj.get("colors")
+    if colors is None:
+        colors = list(default_colors(n))
+    elif not isinstance(colors, list) or not all(
+        isinstance(c, list) and len(c) == 3
+        and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+        for c in colors
+    ):
+        problems.append("'colors' must be a list of [r, g, b] triples of integers in 0..255")
+        colors = None
+    elif names and len(colors) != n:
+        problems.append(f"'colors' has {len(colors)} entries for {n} class names")
+    return colors
+
+
+def _category_ids(obj: dict, names: list[str] | None, problems: list[str]) -> list[int] | None:
+    """'category_ids' (default: 0..n-1), or None when it is not a list of integers."""
+    n = len(names) if names else 0
+    category_ids = list(range(n))
+    if "category_ids" in obj:
+        category_ids = _int_list(obj, "category_ids", problems, "'category_ids'")
+        if category_ids is not None:
+            dup = sorted(c for c, k in collections.Counter(category_ids).items() if k > 1)
+            if dup:
+                problems.append(f"'category_ids' repeats {dup}")
+            if names and len(category_ids) != n:
+                problems.append(f"'category_ids' has {len(category_ids)} entries for {n} classes")
+            if any(c < 0 for c in category_ids):
+                problems.append("'category_ids' must be >= 0")
+    return category_ids
+
+
+def _raw_ignore_label(obj: dict, category_ids: list[int] | None, problems: list[str]):
+    """'ignore_label' (default 255): an id >= 0 that no class uses."""
+    ignore = obj.get("ignore_label", 255)
+    if not isinstance(ignore, int) or isinstance(ignore, bool) or ignore < 0:
+        problems.append(f"'ignore_label' must be an integer >= 0, got {ignore!r}")
+    elif category_ids and ignore in category_ids:
+        problems.append(f"'ignore_label' {ignore} is also the label id of class number "
+                        f"{category_ids.index(ignore)}; void needs an id of its own")
+    return ignore
+
+
+def _depth_fields(obj: dict, fmt, problems: list[str]) -> tuple:
+    """('depth_scale' or None, 'max_depth' (default 88))."""
+    depth_scale = obj.get("depth_scale")
+    if depth_scale is not None and (
+        not isinstance(depth_scale, (int, float)) or isinstance(depth_scale, bool)
+        or depth_scale <= 0
+    ):
+        problems.append(f"'depth_scale' must be a positive number, got {depth_scale!r}")
+    if depth_scale is not None and fmt == "cityscapes_vps":
+        problems.append("'depth_scale' needs the per-video folders (label_format "
+                        "coco_panoptic or class_instance)")
+    max_depth = obj.get("max_depth", 88.0)
+    if not isinstance(max_depth, (int, float)) or max_depth <= 0:
+        problems.append(f"'max_depth' must be a positive number, got {max_depth!r}")
+    return depth_scale, max_depth
+
+
 def parse_spec(obj, path: str | os.PathLike) -> CustomSpec:
     """Validates a `dataset.json` object; every problem is reported together.
 
@@ -123,76 +218,19 @@ def parse_spec(obj, path: str | os.PathLike) -> CustomSpec:
     name = obj.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(f"'name' must be a word of letters, digits, '_', '.', '-', got {name!r}")
-    names = obj.get("class_names")
-    if not isinstance(names, list) or not names or not all(
-        isinstance(n, str) and n.strip() for n in names
-    ):
-        problems.append(f"'class_names' must be a non-empty list of names, got {names!r}")
-        names = None
-    else:
-        dup = sorted(n for n, c in collections.Counter(names).items() if c > 1)
-        if dup:
-            problems.append(f"'class_names' has duplicate names {dup}")
-        if len(names) > LABEL_DIVISOR - 2:
-            problems.append(f"at most {LABEL_DIVISOR - 2} classes, got {len(names)}")
+    names = _class_names(obj, problems)
     n = len(names) if names else 0
-    things = _int_list(obj, "thing_ids", problems, "'thing_ids'") if "thing_ids" in obj else []
-    if things is not None and names:
-        bad = [t for t in things if not 0 <= t < n]
-        if bad:
-            problems.append(
-                f"'thing_ids' {bad} out of range: they index 'class_names' (0..{n - 1})"
-            )
-        dup = sorted(t for t, c in collections.Counter(things).items() if c > 1)
-        if dup:
-            problems.append(f"'thing_ids' repeats {dup}")
-    colors = obj.get("colors")
-    if colors is None:
-        colors = list(default_colors(n))
-    elif not isinstance(colors, list) or not all(
-        isinstance(c, list) and len(c) == 3
-        and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
-        for c in colors
-    ):
-        problems.append("'colors' must be a list of [r, g, b] triples of integers in 0..255")
-        colors = None
-    elif names and len(colors) != n:
-        problems.append(f"'colors' has {len(colors)} entries for {n} class names")
-    category_ids = list(range(n))
-    if "category_ids" in obj:
-        category_ids = _int_list(obj, "category_ids", problems, "'category_ids'")
-        if category_ids is not None:
-            dup = sorted(c for c, k in collections.Counter(category_ids).items() if k > 1)
-            if dup:
-                problems.append(f"'category_ids' repeats {dup}")
-            if names and len(category_ids) != n:
-                problems.append(f"'category_ids' has {len(category_ids)} entries for {n} classes")
-            if any(c < 0 for c in category_ids):
-                problems.append("'category_ids' must be >= 0")
-    ignore = obj.get("ignore_label", 255)
-    if not isinstance(ignore, int) or isinstance(ignore, bool) or ignore < 0:
-        problems.append(f"'ignore_label' must be an integer >= 0, got {ignore!r}")
-    elif category_ids and ignore in category_ids:
-        problems.append(f"'ignore_label' {ignore} is also the label id of class number "
-                        f"{category_ids.index(ignore)}; void needs an id of its own")
+    things = _thing_ids(obj, names, problems)
+    colors = _colors(obj, names, problems)
+    category_ids = _category_ids(obj, names, problems)
+    ignore = _raw_ignore_label(obj, category_ids, problems)
     fmt = obj.get("label_format", "coco_panoptic")
     if fmt not in LABEL_FORMATS:
         problems.append(f"'label_format' must be one of {list(LABEL_FORMATS)}, got {fmt!r}")
     raw_divisor = obj.get("label_divisor", 1000)
     if not isinstance(raw_divisor, int) or raw_divisor < 2:
         problems.append(f"'label_divisor' must be an integer >= 2, got {raw_divisor!r}")
-    depth_scale = obj.get("depth_scale")
-    if depth_scale is not None and (
-        not isinstance(depth_scale, (int, float)) or isinstance(depth_scale, bool)
-        or depth_scale <= 0
-    ):
-        problems.append(f"'depth_scale' must be a positive number, got {depth_scale!r}")
-    if depth_scale is not None and fmt == "cityscapes_vps":
-        problems.append("'depth_scale' needs the per-video folders (label_format "
-                        "coco_panoptic or class_instance)")
-    max_depth = obj.get("max_depth", 88.0)
-    if not isinstance(max_depth, (int, float)) or max_depth <= 0:
-        problems.append(f"'max_depth' must be a positive number, got {max_depth!r}")
+    depth_scale, max_depth = _depth_fields(obj, fmt, problems)
     windows = obj.get("eval_window_frames", [1, 2, 3, 4])
     if not isinstance(windows, list) or not windows or not all(
         isinstance(w, int) and w >= 1 for w in windows

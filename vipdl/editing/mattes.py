@@ -542,9 +542,16 @@ def _tiles_ranks(image, coef, present, y0, fy, x0, fx, seg_softness, min_alpha, 
 _TILE_BATCH = 32  # Mixed tiles per device call (static batch; the last one is padded).
 
 
-def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
-                    hard_index: np.ndarray, options: MatteOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Rank arrays at the frame's resolution from the working-resolution distribution `q`."""
+def _coefficient_grid(q: np.ndarray, frame: np.ndarray, hard_index: np.ndarray,
+                      options: MatteOptions):
+    """Per-segment colour-linear models on the grid the frame's pixels interpolate from.
+
+    Returns:
+      coef: float32 [S + 1, gh + 1, gw + 1, 4], `a . rgb + b` per grid cell (one extra edge row
+        and column: the interpolation reads index + 1 everywhere).
+      present: bool [S + 1, gh + 1, gw + 1], where each segment may be non-negligible.
+      grid_hw: (gh, gw); align_corners: how the frame maps onto the grid.
+    """
     s1, h, w = q.shape
     support = np.asarray(_support_jit(hard_index, num_segments=s1, radius=options.blend_radius))
     big_h, big_w = frame.shape[:2]
@@ -571,27 +578,61 @@ def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
     # The largest value a . rgb + b can take for rgb in [0, 1]^3 bounds the segment's score.
     upper = np.maximum(coef[..., :3], 0).sum(-1) + coef[..., 3]
     present = (upper > options.presence_threshold) & support_grid
-    # One extra edge row / column: the interpolation reads index + 1 everywhere.
     coef = np.pad(coef, ((0, 0), (0, 1), (0, 1), (0, 0)), mode="edge")
     present = np.pad(present, ((0, 0), (0, 1), (0, 1)), mode="edge")
+    return coef, present, grid_hw, align
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tiling:
+    """The frame's tiles and where their pixels read the coefficient grid.
+
+    Attributes:
+      ys, xs: int64 [H], [W] grid row / column below each frame row / column; fys, fxs: float32
+        interpolation weights.
+      tiles_y, tiles_x: (start, stop) of each tile row / column in the frame.
+      crop_h, crop_w: the grid crop read by any tile (one fixed size: static shapes).
+      th, tw: the (padded) tile size.
+    """
+
+    ys: np.ndarray
+    fys: np.ndarray
+    xs: np.ndarray
+    fxs: np.ndarray
+    tiles_y: list[tuple[int, int]]
+    tiles_x: list[tuple[int, int]]
+    crop_h: int
+    crop_w: int
+    th: int
+    tw: int
+
+
+def _tiling(frame_hw: tuple[int, int], grid_hw: tuple[int, int], align: bool,
+            t: int) -> _Tiling:
+    """Tiles of `t` x `t` pixels over a frame of `frame_hw` interpolating a `grid_hw` grid."""
+    big_h, big_w = frame_hw
     ys, fys = _split(_axis_coordinates(big_h, grid_hw[0], align))
     xs, fxs = _split(_axis_coordinates(big_w, grid_hw[1], align))
-    t = options.tile
     tiles_y = [(y, min(y + t, big_h)) for y in range(0, big_h, t)]
     tiles_x = [(x, min(x + t, big_w)) for x in range(0, big_w, t)]
-    # A fixed crop size for every tile of this frame (static shapes).
     crop_h = max(int(ys[b - 1] - ys[a]) for a, b in tiles_y) + 2
     crop_w = max(int(xs[b - 1] - xs[a]) for a, b in tiles_x) + 2
-    th, tw = min(t, big_h), min(t, big_w)
-    k = options.k
-    rank_ids = np.full((k, big_h, big_w), -1, np.int16)
-    rank_cov = np.zeros((k, big_h, big_w), np.float32)
+    return _Tiling(ys, fys, xs, fxs, tiles_y, tiles_x, crop_h, crop_w,
+                   min(t, big_h), min(t, big_w))
+
+
+def _fill_single_segment_tiles(present: np.ndarray, tiling: _Tiling, k: int,
+                               rank_ids: np.ndarray, rank_cov: np.ndarray) -> dict[int, list]:
+    """Fills the tiles inside one segment into the rank arrays; the other ("mixed") tiles by
+    bucket of candidate segments: {bucket: [(ya, yb, xa, xb, gy0, gx0, segments)]}."""
+    s1 = present.shape[0]
+    ys, xs, crop_h, crop_w = tiling.ys, tiling.xs, tiling.crop_h, tiling.crop_w
     # Which segments each grid cell may hold, as bit sets over crops: one pass per tile row.
     mixed: dict[int, list] = {}
-    for ya, yb in tiles_y:
+    for ya, yb in tiling.tiles_y:
         gy0 = int(ys[ya])
         rows_present = present[:, gy0 : gy0 + crop_h].any(axis=1)  # [S, grid_w + 1]
-        for xa, xb in tiles_x:
+        for xa, xb in tiling.tiles_x:
             gx0 = int(xs[xa])
             subset = np.flatnonzero(rows_present[:, gx0 : gx0 + crop_w].any(axis=1))
             if len(subset) == 0:  # Cannot happen (the sum is 1), but stay defined.
@@ -604,6 +645,16 @@ def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
                 continue
             b = _bucket(max(len(subset), k), smallest=4)
             mixed.setdefault(b, []).append((ya, yb, xa, xb, gy0, gx0, subset))
+    return mixed
+
+
+def _mixed_tiles(mixed: dict[int, list], coef: np.ndarray, present: np.ndarray,
+                 frame: np.ndarray, seg_softness: np.ndarray, tiling: _Tiling,
+                 options: MatteOptions, rank_ids: np.ndarray, rank_cov: np.ndarray) -> None:
+    """Ranks the mixed tiles per pixel on the device, `_TILE_BATCH` tiles per call, into the
+    rank arrays."""
+    crop_h, crop_w, th, tw = tiling.crop_h, tiling.crop_w, tiling.th, tiling.tw
+    ys, fys, xs, fxs = tiling.ys, tiling.fys, tiling.xs, tiling.fxs
     for b, tiles in sorted(mixed.items()):
         for start in range(0, len(tiles), _TILE_BATCH):
             batch = tiles[start : start + _TILE_BATCH]
@@ -626,13 +677,25 @@ def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
                 iy[i], wy[i] = _pad_to(ys[ya:yb] - gy0, th), _pad_to(fys[ya:yb], th)
                 ix[i], wx[i] = _pad_to(xs[xa:xb] - gx0, tw), _pad_to(fxs[xa:xb], tw)
             ids, cov = _tiles_ranks(image, crop, pres, iy, wy, ix, wx, soft,
-                                    np.float32(options.min_alpha), k=k)
+                                    np.float32(options.min_alpha), k=options.k)
             ids, cov = np.asarray(ids), np.asarray(cov)
             for i, (ya, yb, xa, xb, _, _, subset) in enumerate(batch):
                 tile_ids = ids[i, :, : yb - ya, : xb - xa]
                 lookup = np.append(subset, -1).astype(np.int16)  # id -1 stays -1
                 rank_ids[:, ya:yb, xa:xb] = lookup[np.where(tile_ids < 0, len(subset), tile_ids)]
                 rank_cov[:, ya:yb, xa:xb] = cov[i, :, : yb - ya, : xb - xa]
+
+
+def _full_res_ranks(q: np.ndarray, frame: np.ndarray, seg_softness: np.ndarray,
+                    hard_index: np.ndarray, options: MatteOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Rank arrays at the frame's resolution from the working-resolution distribution `q`."""
+    coef, present, grid_hw, align = _coefficient_grid(q, frame, hard_index, options)
+    big_h, big_w = frame.shape[:2]
+    tiling = _tiling((big_h, big_w), grid_hw, align, options.tile)
+    rank_ids = np.full((options.k, big_h, big_w), -1, np.int16)
+    rank_cov = np.zeros((options.k, big_h, big_w), np.float32)
+    mixed = _fill_single_segment_tiles(present, tiling, options.k, rank_ids, rank_cov)
+    _mixed_tiles(mixed, coef, present, frame, seg_softness, tiling, options, rank_ids, rank_cov)
     return rank_ids, rank_cov
 
 

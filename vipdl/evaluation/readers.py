@@ -132,6 +132,108 @@ def _segments_info(ann: dict, where: str) -> list[dict]:
     return info
 
 
+def _vps_categories(cats_raw: list, gt_json: Path) -> dict[int, dict[str, Any]]:
+    """The GT JSON's `categories`: id -> {"name", "isthing"}."""
+    categories: dict[int, dict[str, Any]] = {}
+    for i, cat in enumerate(cats_raw):
+        w = f"{gt_json} categories[{i}]"
+        cid = _field(cat, "id", int, w)
+        if cid < 0 or cid in categories:
+            raise EvalInputError(f"{w}: category id {cid} is negative or duplicated")
+        isthing = _field(cat, "isthing", (int, bool), w)
+        categories[cid] = {"name": str(cat.get("name", cid)), "isthing": int(bool(isthing))}
+    if not categories:
+        raise EvalInputError(f"{gt_json}: 'categories' is empty")
+    return categories
+
+
+def _vps_gt_images(
+    images: list, annotations: list, gt_json: Path
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The GT JSON's images and their annotations, each by image id (exactly one per image)."""
+    image_info: dict[str, dict] = {}
+    for i, img in enumerate(images):
+        iid = _field(img, "id", str, f"{gt_json} images[{i}]")
+        if iid in image_info:
+            raise EvalInputError(f"{gt_json}: image id {iid!r} listed twice")
+        image_info[iid] = img
+    gt_anns: dict[str, dict] = {}
+    for i, ann in enumerate(annotations):
+        iid = _field(ann, "image_id", str, f"{gt_json} annotations[{i}]")
+        if iid not in image_info:
+            raise EvalInputError(f"{gt_json}: annotation for unknown image id {iid!r}")
+        if iid in gt_anns:
+            raise EvalInputError(f"{gt_json}: two annotations for image id {iid!r}")
+        gt_anns[iid] = ann
+    missing = sorted(set(image_info) - set(gt_anns))
+    if missing:
+        raise EvalInputError(f"{gt_json}: no annotation for image ids {missing[:5]}")
+    return image_info, gt_anns
+
+
+def _vps_pred_annotations(pred_json: Path, image_ids, gt_json: Path) -> dict[str, dict]:
+    """pred.json's annotations by image id; every one must name a GT image."""
+    pred = load_json(pred_json)
+    pred_anns_raw = _field(pred, "annotations", list, str(pred_json))
+    pred_anns: dict[str, dict] = {}
+    for i, ann in enumerate(pred_anns_raw):
+        iid = _field(ann, "image_id", str, f"{pred_json} annotations[{i}]")
+        if iid in pred_anns:
+            raise EvalInputError(f"{pred_json}: two annotations for image id {iid!r}")
+        pred_anns[iid] = ann
+    extra = sorted(set(pred_anns) - set(image_ids))
+    if extra:
+        raise EvalInputError(
+            f"{pred_json}: annotations for image ids not in {gt_json.name}: {extra[:5]}"
+        )
+    return pred_anns
+
+
+def _vps_gt_segments(
+    ann: dict, categories: Mapping[int, Any], where: str
+) -> dict[int, tuple[int, int, int | None]]:
+    """A GT annotation's segments: id -> (category id, iscrowd, area or None)."""
+    gt_segments = {}
+    for seg in _segments_info(ann, where):
+        cid = seg["category_id"]
+        if cid not in categories:
+            raise EvalInputError(f"{where}: segment {seg['id']} has unknown category_id {cid}")
+        crowd = int(bool(seg.get("iscrowd", 0)))
+        area = seg.get("area")
+        if area is not None and (not isinstance(area, int) or isinstance(area, bool)):
+            raise EvalInputError(f"{where}: segment {seg['id']} area must be an integer")
+        gt_segments[seg["id"]] = (cid, crowd, area)
+    return gt_segments
+
+
+def _vps_pred_segments(ann: dict, categories: Mapping[int, Any], where: str) -> dict[int, int]:
+    """A predicted annotation's segments: id -> category id."""
+    pred_segments = {}
+    for seg in _segments_info(ann, where):
+        cid = seg["category_id"]
+        if cid not in categories:
+            raise EvalInputError(f"{where}: segment {seg['id']} has unknown category_id {cid}")
+        pred_segments[seg["id"]] = cid
+    return pred_segments
+
+
+def _ordered_videos(
+    videos: Mapping[str, list[VpsFrame]], gt_json: Path
+) -> dict[str, tuple[VpsFrame, ...]]:
+    """Videos sorted by name, their frames by frame index; two frames at one index are refused."""
+    ordered = {}
+    for video in sorted(videos):
+        frames = sorted(videos[video], key=lambda f: f.frame)
+        for a, b in zip(frames, frames[1:]):
+            if a.frame == b.frame:
+                raise EvalInputError(
+                    f"{gt_json}: image ids {a.image_id!r} and {b.image_id!r} have the same "
+                    f"video {video!r} and frame {a.frame}"
+                )
+        ordered[video] = tuple(frames)
+    return ordered
+
+
 def read_vps(
     gt_json: str | os.PathLike, gt_dir: str | os.PathLike, pred_dir: str | os.PathLike
 ) -> VpsSet:
@@ -154,53 +256,15 @@ def read_vps(
     cats_raw = _field(gt, "categories", list, where)
     if not images:
         raise EvalInputError(f"{gt_json}: 'images' is empty")
-    categories: dict[int, dict[str, Any]] = {}
-    for i, cat in enumerate(cats_raw):
-        w = f"{gt_json} categories[{i}]"
-        cid = _field(cat, "id", int, w)
-        if cid < 0 or cid in categories:
-            raise EvalInputError(f"{w}: category id {cid} is negative or duplicated")
-        isthing = _field(cat, "isthing", (int, bool), w)
-        categories[cid] = {"name": str(cat.get("name", cid)), "isthing": int(bool(isthing))}
-    if not categories:
-        raise EvalInputError(f"{gt_json}: 'categories' is empty")
-
-    image_info: dict[str, dict] = {}
-    for i, img in enumerate(images):
-        iid = _field(img, "id", str, f"{gt_json} images[{i}]")
-        if iid in image_info:
-            raise EvalInputError(f"{gt_json}: image id {iid!r} listed twice")
-        image_info[iid] = img
-    gt_anns: dict[str, dict] = {}
-    for i, ann in enumerate(annotations):
-        iid = _field(ann, "image_id", str, f"{gt_json} annotations[{i}]")
-        if iid not in image_info:
-            raise EvalInputError(f"{gt_json}: annotation for unknown image id {iid!r}")
-        if iid in gt_anns:
-            raise EvalInputError(f"{gt_json}: two annotations for image id {iid!r}")
-        gt_anns[iid] = ann
-    missing = sorted(set(image_info) - set(gt_anns))
-    if missing:
-        raise EvalInputError(f"{gt_json}: no annotation for image ids {missing[:5]}")
+    categories = _vps_categories(cats_raw, gt_json)
+    image_info, gt_anns = _vps_gt_images(images, annotations, gt_json)
 
     _require_dir(gt_dir, "ground-truth PNG")
     if not _pngs(gt_dir):
         raise EvalInputError(f"{gt_dir}: no ground-truth PNGs (empty directory)")
     _require_dir(pred_dir, "prediction")
     pred_json = pred_dir / "pred.json"
-    pred = load_json(pred_json)
-    pred_anns_raw = _field(pred, "annotations", list, str(pred_json))
-    pred_anns: dict[str, dict] = {}
-    for i, ann in enumerate(pred_anns_raw):
-        iid = _field(ann, "image_id", str, f"{pred_json} annotations[{i}]")
-        if iid in pred_anns:
-            raise EvalInputError(f"{pred_json}: two annotations for image id {iid!r}")
-        pred_anns[iid] = ann
-    extra = sorted(set(pred_anns) - set(image_info))
-    if extra:
-        raise EvalInputError(
-            f"{pred_json}: annotations for image ids not in {gt_json.name}: {extra[:5]}"
-        )
+    pred_anns = _vps_pred_annotations(pred_json, image_info, gt_json)
     pan_dir = pred_dir / "pan_pred"
     _require_dir(pan_dir, "prediction PNG (pan_pred)")
     pred_pngs = set(_pngs(pan_dir))
@@ -223,29 +287,15 @@ def read_vps(
         gt_png = gt_dir / file_name
         if not gt_png.is_file():
             raise EvalInputError(f"{gt_png}: ground-truth PNG of image {iid!r} not found")
-        gt_segments = {}
-        for seg in _segments_info(ann, w):
-            cid = seg["category_id"]
-            if cid not in categories:
-                raise EvalInputError(f"{w}: segment {seg['id']} has unknown category_id {cid}")
-            crowd = int(bool(seg.get("iscrowd", 0)))
-            area = seg.get("area")
-            if area is not None and (not isinstance(area, int) or isinstance(area, bool)):
-                raise EvalInputError(f"{w}: segment {seg['id']} area must be an integer")
-            gt_segments[seg["id"]] = (cid, crowd, area)
+        gt_segments = _vps_gt_segments(ann, categories, w)
         if iid not in pred_anns:
             raise EvalInputError(f"{pred_json}: no prediction for image id {iid!r} (video {video})")
         if f"{iid}.png" not in pred_pngs:
             raise EvalInputError(
                 f"{pan_dir / (iid + '.png')}: prediction PNG missing (video {video})"
             )
-        pw = f"{pred_json} annotation of {iid!r}"
-        pred_segments = {}
-        for seg in _segments_info(pred_anns[iid], pw):
-            cid = seg["category_id"]
-            if cid not in categories:
-                raise EvalInputError(f"{pw}: segment {seg['id']} has unknown category_id {cid}")
-            pred_segments[seg["id"]] = cid
+        pred_segments = _vps_pred_segments(pred_anns[iid], categories,
+                                           f"{pred_json} annotation of {iid!r}")
         size = None
         if "height" in img and "width" in img:
             size = (int(img["height"]), int(img["width"]))
@@ -254,17 +304,7 @@ def read_vps(
                 iid, video, frame, gt_png, pan_dir / f"{iid}.png", gt_segments, pred_segments, size
             )
         )
-    ordered = {}
-    for video in sorted(videos):
-        frames = sorted(videos[video], key=lambda f: f.frame)
-        for a, b in zip(frames, frames[1:]):
-            if a.frame == b.frame:
-                raise EvalInputError(
-                    f"{gt_json}: image ids {a.image_id!r} and {b.image_id!r} have the same "
-                    f"video {video!r} and frame {a.frame}"
-                )
-        ordered[video] = tuple(frames)
-    return VpsSet(categories, ordered, gt_json, pred_json)
+    return VpsSet(categories, _ordered_videos(videos, gt_json), gt_json, pred_json)
 
 
 def vps_frame_pairs(frame: VpsFrame) -> pq.PairCounts:
