@@ -169,8 +169,6 @@ def _small_model(c):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="issue 16 is open: the fine-tune vs scratch margin failed or timed out "
-                  "(900 s) on a loaded 2-core machine; measure it with scripts/benchmarks/finetune.py")
 def test_finetuning_beats_scratch_on_held_out_videos(tmp_path):
     from vipdl.data import synthetic
 
