@@ -431,11 +431,11 @@ def _report(args, workdir, step, quality, big, scores) -> str:
         "",
         "### Boundary scores (held-out synthetic videos, `scripts/evaluate.py --boundary`)",
         "",
-        "| k | VPQ | Boundary VPQ |",
+        "| window (annotated frames) | VPQ | Boundary VPQ |",
         "|---:|---:|---:|",
     ]
-    for k, r in scores["per_k"].items():
-        lines.append(f"| {k} | {r['VPQ']:.1f} | {scores['BVPQ']['per_k'][k]['BVPQ']:.1f} |")
+    for n, (k, r) in enumerate(scores["per_k"].items(), 1):
+        lines.append(f"| {n} | {r['VPQ']:.1f} | {scores['BVPQ']['per_k'][k]['BVPQ']:.1f} |")
     b = scores["boundary_iou"]
     lines += [
         f"| mean | **{scores['VPQ']:.1f}** | **{scores['BVPQ']['BVPQ']:.1f}** |",
