@@ -498,6 +498,10 @@ class _PredictionRun:
             raise FileExistsError(f"overlay {overlay_path} exists; pass --overwrite to replace it")
         self.info = video_io.probe(self.input_path)  # Fails early on unreadable or empty input.
         self.settings = _settings(self.predictor, self.input_path, self.outputs)
+        if self.outputs.mattes is not None:  # Unknown class names fail before anything is written.
+            from vipdl.editing import softness_table
+
+            softness_table(self.descriptor.class_names, self.outputs.mattes.softness)
         self.resume = resume
         self.tracking_state, saved = None, None
         if resume:
@@ -562,10 +566,8 @@ class _PredictionRun:
             self.masks.drop_after(self.last_index)
         self.matte_writer = None
         if outputs.mattes is not None:
-            from vipdl import editing
             from vipdl.editing.writers import MatteWriter
 
-            editing.softness_table(descriptor.class_names, outputs.mattes.softness)  # Fail early.
             self.matte_writer = MatteWriter(self.out_dir / "mattes", descriptor,
                                             pngs=outputs.matte_pngs,
                                             cryptomatte=outputs.cryptomatte,
