@@ -256,3 +256,19 @@ def test_microbatches_take_strided_rows():
     np.testing.assert_array_equal(micro[0, :, 0], [0, 2, 4, 6])
     np.testing.assert_array_equal(micro[1, :, 0], [1, 3, 5, 7])
     assert keys.GT_IMAGE == "image"
+
+
+def test_eval_metrics_warns_when_vpq_is_undefined(caplog):
+    # Videos shorter than the largest window leave the mean VPQ undefined: reported as 0 with
+    # a warning that says why, not silently.
+    summary = {"VPQ": None, "VPQ_th": None, "VPQ_st": None,
+               "per_k": {0: {"VPQ": 50.0}, 3: {"VPQ": None}},
+               "STQ": {"STQ": 0.5, "AQ": 0.4, "SQ": 0.625}}
+    with caplog.at_level("WARNING"):
+        out = trainer.eval_metrics(summary)
+    assert out["eval/vpq"] == 0.0 and out["eval/vpq_k0"] == 50.0 and out["eval/sq"] == 62.5
+    assert "window(s) k=[3]" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        trainer.eval_metrics(dict(summary, VPQ=50.0, per_k={0: {"VPQ": 50.0}}))
+    assert "undefined" not in caplog.text

@@ -259,6 +259,11 @@ class InLoopEvaluator:
 def eval_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     """`video_evaluation` summary -> `eval/vpq`, `eval/vpq_th`, `eval/vpq_st`, `eval/vpq_k<k>`,
     `eval/stq`, `eval/aq`, `eval/sq` (all percentages)."""
+    if summary["VPQ"] is None:
+        missing = [k for k, entry in summary["per_k"].items() if entry["VPQ"] is None]
+        logging.warning(
+            "eval: VPQ is undefined and reported as 0: no evaluation video has enough annotated "
+            "frames for the VPQ window(s) k=%s; evaluate on longer videos", missing)
     out = {f"eval/{k.lower()}": float(summary[k] or 0.0) for k in ("VPQ", "VPQ_th", "VPQ_st")}
     for k, entry in summary["per_k"].items():
         out[f"eval/vpq_k{k}"] = float(entry["VPQ"] or 0.0)
