@@ -145,8 +145,7 @@ def main() -> None:
     lines += [
         "",
         f"Fine-tuning minus scratch: {gain:+.1f} VPQ after the same {steps} steps. Wall times "
-        "include process start and XLA compilation. `tests/finetune_test.py` checks the same "
-        "ordering with a tiny model (`-m slow`).",
+        "include process start and XLA compilation.",
     ]
     print("\n".join(lines))
 
