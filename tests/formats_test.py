@@ -304,3 +304,22 @@ def test_replace_dir_keeps_the_old_directory_when_the_swap_fails(tmp_path):
         formats.replace_dir(tmp_path / "missing", target)
     assert (target / "old").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
+    # mkstemp makes 0o600 files; outputs must be as readable as any other file the user writes.
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        formats._FILE_MODE = None
+        formats.atomic_write_bytes(tmp_path / "a.bin", b"x")
+        formats.atomic_write_json(tmp_path / "b.json", {"a": 1})
+        with open(tmp_path / "plain.txt", "w"):
+            pass
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+        assert modes == {"a.bin": 0o644, "b.json": 0o644, "plain.txt": 0o644}
+    finally:
+        os.umask(old)
+        formats._FILE_MODE = None

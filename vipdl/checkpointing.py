@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import signal
-import tempfile
 import threading
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -32,6 +31,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+from vipdl import formats
 
 STATE = "state"
 DATA_ITER = "data_iter"
@@ -535,15 +536,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_FILE)
     text = config.to_json_best_effort(indent=2, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".config.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    formats.atomic_write_bytes(path, (text + "\n").encode())
     return path
 
 

@@ -64,12 +64,28 @@ class FormatError(ValueError):
 # Atomic writes.
 
 
+_FILE_MODE: int | None = None
+
+
+def new_file_mode() -> int:
+    """The permission bits a plain `open(path, "w")` would give a new file (0o666 minus the
+    umask). Temporary files from `tempfile.mkstemp` are 0o600; renamed into place they would
+    leave outputs unreadable to other users, so atomic writes set this mode first."""
+    global _FILE_MODE
+    if _FILE_MODE is None:
+        umask = os.umask(0o022)  # Reading the umask means setting it; put it straight back.
+        os.umask(umask)
+        _FILE_MODE = 0o666 & ~umask
+    return _FILE_MODE
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` via a temporary file in the same directory and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

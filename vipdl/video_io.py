@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vipdl import formats
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 PAD_VALUE = 127.5  # Mean pixel; `v / 127.5 - 1` maps it to 0 inside the model.
@@ -572,6 +574,7 @@ def _partial_path(path: Path) -> Path:
     # from it).
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}",
                                 dir=path.parent)
+    os.fchmod(fd, formats.new_file_mode())  # ffmpeg keeps the mode of the file it overwrites.
     os.close(fd)
     return Path(name)
 

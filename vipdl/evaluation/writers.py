@@ -257,6 +257,7 @@ class VpsPredictionWriter:
         path = self.out_dir / "pred.json"
         fd, tmp = tempfile.mkstemp(prefix=".pred.json.", suffix=".tmp", dir=self.out_dir)
         try:
+            os.fchmod(fd, formats.new_file_mode())
             with os.fdopen(fd, "w", encoding="utf-8") as out, \
                     open(self.out_dir / self.JOURNAL, encoding="utf-8") as journal:
                 # Streamed, one frame at a time: the journal may be longer than memory.
