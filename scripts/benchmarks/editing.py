@@ -33,7 +33,6 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,20 +40,13 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _commands import run_logged  # noqa: E402  (scripts/benchmarks is on sys.path)
+
 QUICK_STEPS = 40
 BAND = 3  # pixels around a ground-truth label change
 
 
-def _run(cmd: list[str], log_path: str) -> float:
-    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-    tic = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = f.read()[-3000:]
-        raise SystemExit(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-    return time.perf_counter() - tic
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +209,7 @@ def eight_k(workdir: str, quick: bool, root: str) -> dict:
             os.path.join(folder, f"{t:04d}.png"), compress_level=1)
     render = time.perf_counter() - tic
     out = os.path.join(root, "out_8k.json")
-    _run([sys.executable, os.path.abspath(__file__), "--child-8k", folder, "--workdir", workdir,
+    run_logged([sys.executable, os.path.abspath(__file__), "--child-8k", folder, "--workdir", workdir,
           "--out", out], os.path.join(root, "child_8k.log"))
     with open(out) as f:
         result = json.load(f)
@@ -307,7 +299,7 @@ def child_8k(folder: str, workdir: str, out: str) -> None:
 
 def boundary_scores(workdir: str, root: str) -> dict:
     out = os.path.join(root, "eval.json")
-    _run([sys.executable, "scripts/evaluate.py", "--workdir", workdir, "--out", out,
+    run_logged([sys.executable, "scripts/evaluate.py", "--workdir", workdir, "--out", out,
           "--boundary", "--no-progress"], os.path.join(root, "eval.log"))
     with open(out) as f:
         return json.load(f)
@@ -322,7 +314,7 @@ def _train(root: str, quick: bool) -> str:
     if quick:
         overrides += [f"--config.train.{f}={QUICK_STEPS}"
                       for f in ("num_steps", "eval_every_steps", "checkpoint_every_steps")]
-    _run([sys.executable, "scripts/train.py", "--config=configs/synthetic.py",
+    run_logged([sys.executable, "scripts/train.py", "--config=configs/synthetic.py",
           f"--workdir={workdir}"] + overrides, os.path.join(root, "train.log"))
     return workdir
 

@@ -26,12 +26,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _commands import run_logged  # noqa: E402  (scripts/benchmarks is on sys.path)
 
 from configs import finetune_custom, synthetic  # noqa: E402
 
@@ -39,17 +39,6 @@ SOURCE_STEPS, STEPS, QUICK_STEPS = 500, 300, 10
 TRAIN_VIDEOS, VAL_VIDEOS = 40, 8
 
 
-def _run(cmd: list[str], log_path: str) -> float:
-    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
-           "PYTHONPATH": REPO}
-    tic = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = f.read()[-3000:]
-        raise SystemExit(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-    return time.perf_counter() - tic
 
 
 def _steps(n: int) -> list[str]:
@@ -72,18 +61,18 @@ def main() -> None:
     no_eval = ["--config.eval.mode=none", "--config.train.image_every_steps=0"]
     try:
         if not os.path.isdir(raw):
-            _run([py, "scripts/make_synthetic.py", "--layout", "custom", "--out", raw,
+            run_logged([py, "scripts/make_synthetic.py", "--layout", "custom", "--out", raw,
                   "--train-videos", str(TRAIN_VIDEOS), "--val-videos", str(VAL_VIDEOS),
                   "--height", str(world.height), "--width", str(world.width),
                   "--frames", str(world.num_frames), "--annotation-stride",
                   str(world.annotation_stride), "--object-scale", str(world.object_scale),
                   "--seed", "101", "--no-progress"], os.path.join(root, "make.log"))
-            _run([py, "scripts/prepare_data.py", "--dataset", "custom", "--manual_dir", raw,
+            run_logged([py, "scripts/prepare_data.py", "--dataset", "custom", "--manual_dir", raw,
                   "--data_dir", data_dir], os.path.join(root, "prepare.log"))
         source, source_secs = args.source, None
         if not source:
             source = os.path.join(root, "source")
-            source_secs = _run([py, "scripts/train.py", "--config=configs/synthetic.py",
+            source_secs = run_logged([py, "scripts/train.py", "--config=configs/synthetic.py",
                                 f"--workdir={source}", *_steps(source_steps), *no_eval],
                                os.path.join(root, "source_train.log"))
         rows = []
@@ -93,13 +82,13 @@ def main() -> None:
                               f"{synthetic.get_config().optim.learning_rate}"]),
         ):
             workdir = os.path.join(root, name.split()[0].replace("-", "_"))
-            secs = _run([py, "scripts/train.py",
+            secs = run_logged([py, "scripts/train.py",
                          "--config=configs/finetune_custom.py:model=synthetic",
                          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
                          *_steps(steps), *no_eval, *extra],
                         os.path.join(root, f"{os.path.basename(workdir)}_train.log"))
             out = os.path.join(root, f"{os.path.basename(workdir)}_eval.json")
-            _run([py, "scripts/evaluate.py", "--workdir", workdir, "--split", "val", "--out", out,
+            run_logged([py, "scripts/evaluate.py", "--workdir", workdir, "--split", "val", "--out", out,
                   "--no-progress"], os.path.join(root, f"{os.path.basename(workdir)}_eval.log"))
             with open(out) as f:
                 rows.append((name, secs, json.load(f)))

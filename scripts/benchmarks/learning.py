@@ -25,12 +25,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _commands import run_logged  # noqa: E402  (scripts/benchmarks is on sys.path)
 
 from configs import synthetic  # noqa: E402
 
@@ -39,30 +39,19 @@ VPQ_BAR = 50.0
 QUICK_STEPS = 40
 
 
-def _run(cmd: list[str], log_path: str) -> float:
-    """Runs `cmd` in the repository, output to `log_path`; returns wall seconds."""
-    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-    tic = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = f.read()[-3000:]
-        raise SystemExit(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-    return time.perf_counter() - tic
 
 
 def _train(root: str, name: str, config_arg: str, overrides: list[str]) -> tuple[str, float]:
     workdir = os.path.join(root, name)
     cmd = [sys.executable, "scripts/train.py", f"--config={config_arg}", f"--workdir={workdir}"]
-    return workdir, _run(cmd + overrides, os.path.join(root, f"{name}_train.log"))
+    return workdir, run_logged(cmd + overrides, os.path.join(root, f"{name}_train.log"))
 
 
 def _evaluate(root: str, workdir: str, name: str, tracker: str | None) -> dict:
     out = os.path.join(root, f"{name}_eval.json")
     cmd = [sys.executable, "scripts/evaluate.py", "--workdir", workdir, "--out", out,
            "--no-progress"] + (["--tracker", tracker] if tracker else [])
-    seconds = _run(cmd, os.path.join(root, f"{name}_eval.log"))
+    seconds = run_logged(cmd, os.path.join(root, f"{name}_eval.log"))
     with open(out) as f:
         result = json.load(f)
     result["eval_seconds"] = seconds

@@ -821,8 +821,8 @@ class _PredictionRun:
         try:
             self._save()
             self._partial_outputs()
-        except Exception:  # noqa: BLE001 - the original error matters more.
-            pass
+        except Exception as e:  # noqa: BLE001 - the original error matters more.
+            self.log(f"warning: could not save the state after the error: {e}")
         self.status["error"] = f"{type(error).__name__}: {error}"
         self.status["stopped"] = {"after_frame": self.last_index, "reason": self.status["error"]}
         self._write_manifest()
