@@ -22,7 +22,7 @@ LAYERS = [
     ("vipdl.data",),
     (
         "vipdl.models", "vipdl.postprocess", "vipdl.video_io", "vipdl.visualize", "vipdl.optim",
-        "vipdl.parallel", "vipdl.losses", "vipdl.checkpointing",
+        "vipdl.parallel", "vipdl.losses", "vipdl.checkpointing", "vipdl.predictor_cache",
     ),
     ("vipdl.from_config", "vipdl.export_runtime"),
     ("vipdl.inference",),
@@ -41,6 +41,10 @@ FORBIDDEN = {
     "vipdl.export_runtime": (
         "vipdl.models", "vipdl.from_config", "vipdl.checkpointing", "vipdl.trainer", "flax",
         "tensorflow",
+    ),
+    # What a warm `VideoPredictor.from_checkpoint` reads: no Flax, no Orbax, no model code.
+    "vipdl.predictor_cache": (
+        "vipdl.models", "vipdl.from_config", "vipdl.checkpointing", "flax", "orbax",
     ),
     "vipdl": ("configs", "scripts"),
 }

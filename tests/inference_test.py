@@ -440,28 +440,6 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(oracle, tracker
     assert len(overlays[0]) == len(overlays[1]) == 9
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A workdir holding the `runlocal` synthetic config and an (untrained) checkpoint."""
-    import grain
-    import optax
-
-    from configs import synthetic as synthetic_config
-    from vipdl import checkpointing, from_config
-
-    workdir = tmp_path_factory.mktemp("run")
-    config = synthetic_config.get_config("runlocal")
-    model = from_config.create_model(config, rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
-    manager = checkpointing.create_manager(checkpointing.checkpoint_dir(str(workdir)), keep=1)
-    data_iter = iter(grain.MapDataset.range(2).to_iter_dataset())
-    checkpointing.save_checkpoint(manager, 0, model, optimizer, data_iter, force=True)
-    manager.wait_until_finished()
-    manager.close()
-    checkpointing.save_config(config, str(workdir))
-    return workdir, config
-
-
 def test_cli_predict_video_on_image_folder(tiny_run, tmp_path, capsys):
     workdir, _ = tiny_run
     frames = generate_video(SyntheticConfig(height=40, width=50, num_frames=3), 0).frames

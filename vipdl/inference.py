@@ -29,23 +29,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from vipdl import export_runtime, keys, video_io
+from vipdl import export_runtime, keys, predictor_cache, video_io
 from vipdl.data.descriptors import DatasetDescriptor, LabelConvention
 from vipdl.postprocess import iou_tracker, labels, stitching, two_frame
 from vipdl.postprocess.panoptic import PostprocessOptions, find_centers, panoptic_from_predictions
 
+if TYPE_CHECKING:
+    from flax import nnx
+
 Tracker = Literal["vip", "iou"]
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +198,8 @@ class VideoPredictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         exported = isinstance(model, export_runtime.ExportedPairStep)  # See `from_export`.
         if tracker == "vip" and not exported:
-            missing = [m for m in ("encode", "decode_frame", "decode_next") if not hasattr(model, m)]
+            missing = (model.missing_streaming_methods if isinstance(model, _CachedWeights) else
+                       [m for m in _STREAMING_METHODS if not hasattr(model, m)])
             if missing:
                 raise ValueError(
                     f"tracker='vip' needs a ViP-DeepLab model with streaming methods; "
@@ -211,16 +216,18 @@ class VideoPredictor:
         self.output_stride = int(output_stride)
         self.return_depth = return_depth
         self.return_raw = bool(return_raw)
+        self._exported = self._cached = None
+        self._graphdef = None
         if exported:
             if self.return_raw:
                 raise ValueError("return_raw=True needs the model itself; an exported model "
                                  "returns panoptic maps and heads only")
-            self._exported, self._graphdef, self._state = model, None, None
+            self._exported, self._state = model, None
+        elif isinstance(model, _CachedWeights):
+            self._cached, self._state = model, model.device_weights()
         else:
-            self._exported = None
-            model.eval()
-            self._graphdef, self._state = nnx.split(model)
-        self._compiled: dict[tuple[int, int], _DeviceFunctions] = {}
+            self._graphdef, self._state = _split(model)
+        self._compiled: dict[tuple[int, int], _Functions] = {}
         self.timings = Timings()
 
     def load_weights(self, model: nnx.Module) -> None:
@@ -232,8 +239,7 @@ class VideoPredictor:
         Raises:
           ValueError: when `model`'s structure (layers, shapes, flags) differs.
         """
-        model.eval()
-        graphdef, state = nnx.split(model)
+        graphdef, state = _split(model)
         if graphdef != self._graphdef:
             raise ValueError(
                 f"load_weights: {type(model).__name__} does not have the architecture this "
@@ -251,6 +257,7 @@ class VideoPredictor:
         checkpoint: str | os.PathLike | None = None,
         *,
         which: Literal["latest", "best"] = "latest",
+        cache_dir: str | os.PathLike | None = None,
         **overrides: Any,
     ) -> VideoPredictor:
         """Builds the model of a config and restores its trained weights.
@@ -260,6 +267,10 @@ class VideoPredictor:
             `vipdl.checkpointing.load_config`), or a config (`ml_collections.ConfigDict`).
           checkpoint: checkpoint directory; defaults to the workdir. Required with a config.
           which: "latest" or "best" checkpoint of that directory.
+          cache_dir: a start-up cache directory (`vipdl.predictor_cache`, the CLIs pass the
+            compilation cache's, docs/inference.md#start-up): the first run of a checkpoint
+            stores its weights and traced device functions there and later runs start from
+            them, without Orbax, model construction or tracing. None: no cache.
           **overrides: constructor arguments replacing the config's values (e.g. `tracker`,
             `batch_size`, `postprocess`).
 
@@ -267,19 +278,23 @@ class VideoPredictor:
           ValueError: the checkpoint does not match the config (the mismatched parameters are
             named), or no checkpoint was given with a config.
         """
-        from vipdl import from_config
-
         if isinstance(workdir_or_config, (str, os.PathLike)):
-            from vipdl import checkpointing
-
-            workdir = Path(workdir_or_config)
-            config = checkpointing.load_config(workdir)
-            checkpoint = workdir if checkpoint is None else checkpoint
+            source = _CheckpointSource(workdir=Path(workdir_or_config), config=None,
+                                       checkpoint=checkpoint or workdir_or_config, which=which)
         else:
-            config = workdir_or_config
             if checkpoint is None:
                 raise ValueError("from_checkpoint: a config needs an explicit checkpoint path")
-        model = from_config.restored_model(config, checkpoint, which=which)
+            source = _CheckpointSource(workdir=None, config=workdir_or_config,
+                                       checkpoint=checkpoint, which=which)
+        if cache_dir is not None:
+            weights = _CachedWeights.open(source, predictor_cache.Store(cache_dir))
+            kwargs = _settings_from_dict(weights.entry.settings)
+            kwargs.update(overrides)
+            return cls(weights, **kwargs)
+        from vipdl import from_config
+
+        config = source.load_config()
+        model = from_config.restored_model(config, source.checkpoint, which=which)
         return cls.from_config(config, model, **overrides)
 
     @classmethod
@@ -288,15 +303,7 @@ class VideoPredictor:
 
         `overrides` replace constructor arguments (e.g. `tracker`, `batch_size`).
         """
-        from vipdl import from_config
-
-        kwargs = dict(
-            descriptor=from_config.descriptor(config),
-            eval_crop_size_hw=from_config.eval_crop_size_hw(config),
-            postprocess=from_config.postprocess_options(config),
-            tracker="vip" if from_config.is_vip(config) else "iou",
-            output_stride=from_config.model_config(config).output_stride,
-        )
+        kwargs = _settings_from_config(config)
         kwargs.update(overrides)
         return cls(model, **kwargs)
 
@@ -374,14 +381,23 @@ class VideoPredictor:
         run = self._run_vip if self.tracker == "vip" else self._run_iou
         yield from run(fns, first, stream, resume, tracking)
 
-    def _functions(self, frame_hw: tuple[int, int]) -> _DeviceFunctions:
+    def _functions(self, frame_hw: tuple[int, int]) -> _Functions:
         if self._exported is not None:
             return self._exported.predictor_functions(frame_hw,
                                                       return_depth=bool(self.return_depth))
-        if frame_hw not in self._compiled:
-            geometry = video_io.compute_geometry(
-                frame_hw, self.eval_crop_size_hw, output_stride=self.output_stride
-            )
+        if frame_hw in self._compiled:
+            return self._compiled[frame_hw]
+        geometry = video_io.compute_geometry(
+            frame_hw, self.eval_crop_size_hw, output_stride=self.output_stride
+        )
+        if self._cached is not None:
+            self._compiled[frame_hw] = self._cached.functions(_FunctionSpec(
+                names=("prime", "step") + (("raw",) if self.return_raw else ())
+                if self.tracker == "vip" else ("single",),
+                geometry=geometry, labels=self.descriptor.labels, options=self.postprocess,
+                return_depth=bool(self.return_depth), return_raw=self.return_raw,
+                batch_size=self.batch_size))
+        else:
             self._compiled[frame_hw] = _device_functions(
                 self._graphdef,
                 geometry,
@@ -422,7 +438,7 @@ class VideoPredictor:
             self.timings.device += time.perf_counter() - start
             yield host, pending[1]
 
-    def _prediction(self, fns: _DeviceFunctions, index: int, table: tuple[np.ndarray, np.ndarray],
+    def _prediction(self, fns: _Functions, index: int, table: tuple[np.ndarray, np.ndarray],
                     depth, image, raw_batch: dict | None, i: int) -> FramePrediction:
         """The frame's prediction from its segment table (working resolution); `raw_batch`
         holds the raw outputs of the device batch the frame is element `i` of."""
@@ -435,7 +451,7 @@ class VideoPredictor:
                                None if depth is None else np.asarray(depth), image,
                                self.descriptor.label_divisor, raw)
 
-    def _run_vip(self, fns: _DeviceFunctions, first: np.ndarray, stream: Iterator[np.ndarray],
+    def _run_vip(self, fns: _Functions, first: np.ndarray, stream: Iterator[np.ndarray],
                  resume, tracking) -> Iterator[FramePrediction]:
         kwargs = {} if self.memory_frames is None else {"memory_frames": self.memory_frames}
         stitcher = stitching.VideoStitcher(
@@ -499,7 +515,7 @@ class VideoPredictor:
                 tracking.advance(index)
                 yield pred
 
-    def _run_iou(self, fns: _DeviceFunctions, first: np.ndarray, stream: Iterator[np.ndarray],
+    def _run_iou(self, fns: _Functions, first: np.ndarray, stream: Iterator[np.ndarray],
                  resume, tracking) -> Iterator[FramePrediction]:
         kwargs = {} if self.memory_frames is None else {"max_inactive_frames": self.memory_frames}
         tracker = iou_tracker.IoUTracker(
@@ -655,8 +671,30 @@ def _device_functions(graphdef, geometry: video_io.FrameGeometry, labels: LabelC
     return _DeviceFunctions(graphdef, geometry, labels, options, return_depth, return_raw)
 
 
-class _DeviceFunctions:
-    """The jitted device functions for one frame size (static shapes)."""
+class _Functions:
+    """What `VideoPredictor` runs for one frame size (static shapes): `prime`, `step` and `raw`
+    (tracker "vip") or `single` (tracker "iou"), each `(weights, ...)`, and the host helpers."""
+
+    geometry: video_io.FrameGeometry
+
+    def prime_by_step(self, state, frame: np.ndarray, batch_size: int):
+        """The cache of `frame` computed by `step` (a resumed run primes exactly as the
+        interrupted one computed that frame): one step from a zero cache, outputs dropped."""
+        cache_shape = jax.eval_shape(self.prime, state, frame[None])[0]
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), cache_shape)
+        _, cache = self.step(state, zeros, np.repeat(frame[None], batch_size, axis=0))
+        return cache
+
+    def labels_to_frame(self, labels: np.ndarray) -> np.ndarray:
+        """Host: a `[resized_h, resized_w]` label map -> `[frame_h, frame_w]` (nearest)."""
+        if self.geometry.needs_resize:
+            return video_io.resize_nearest_np(labels, self.geometry.frame_hw)
+        return labels
+
+
+class _DeviceFunctions(_Functions):
+    """The jitted device functions of a model, traced in this process. `state` is the
+    `(weights, rest)` pair of `_split`."""
 
     def __init__(self, graphdef, geometry: video_io.FrameGeometry, labels: LabelConvention,
                  options: PostprocessOptions, return_depth: bool, return_raw: bool = False):
@@ -678,14 +716,6 @@ class _DeviceFunctions:
         self.single = jax.jit(self._single)
         self.raw = jax.jit(self._raw)
 
-    def prime_by_step(self, state, frame: np.ndarray, batch_size: int):
-        """The cache of `frame` computed by `step` (a resumed run primes exactly as the
-        interrupted one computed that frame): one step from a zero cache, outputs dropped."""
-        cache_shape = jax.eval_shape(self._prime, state, frame[None])[0]
-        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), cache_shape)
-        _, cache = self.step(state, zeros, np.repeat(frame[None], batch_size, axis=0))
-        return cache
-
     # --- geometry on the device -----------------------------------------------------------
 
     def _to_model_input(self, frames: jax.Array) -> jax.Array:
@@ -693,12 +723,6 @@ class _DeviceFunctions:
 
     def _crop(self, labels: jax.Array) -> jax.Array:
         return labels[:, : self.geometry.resized_hw[0], : self.geometry.resized_hw[1]]
-
-    def labels_to_frame(self, labels: np.ndarray) -> np.ndarray:
-        """Host: a `[resized_h, resized_w]` label map -> `[frame_h, frame_w]` (nearest)."""
-        if self.geometry.needs_resize:
-            return video_io.resize_nearest_np(labels, self.geometry.frame_hw)
-        return labels
 
     def _values_to_frame(self, values: jax.Array) -> jax.Array:
         return values_to_frame(values, self.geometry)
@@ -732,15 +756,20 @@ class _DeviceFunctions:
             return None
         return self._values_to_frame(decoded[keys.PRED_DEPTH])
 
+    def _model(self, state):
+        from flax import nnx
+
+        return nnx.merge(self._graphdef, *state)
+
     def _prime(self, state, frame: jax.Array):
-        model = nnx.merge(self._graphdef, state)
+        model = self._model(state)
         features = model.encode(self._to_model_input(frame))
         decoded = self._decode(model, features)
         return (features, decoded), self._depth(decoded)
 
     def _step(self, state, cache, frames: jax.Array):
         """Pairs (prev, n_0), (n_0, n_1), ... for the batch of new frames n_i."""
-        model = nnx.merge(self._graphdef, state)
+        model = self._model(state)
         prev_features, prev_decoded = cache
         features = model.encode(self._to_model_input(frames))
         decoded = self._decode(model, features)
@@ -763,7 +792,7 @@ class _DeviceFunctions:
         return outputs, new_cache
 
     def _single(self, state, frames: jax.Array):
-        model = nnx.merge(self._graphdef, state)
+        model = self._model(state)
         images = self._to_model_input(frames)
         if hasattr(model, "encode") and hasattr(model, "decode_frame"):
             decoded = self._decode(model, model.encode(images))
@@ -777,6 +806,228 @@ class _DeviceFunctions:
         if self._return_raw:
             outputs["raw"] = self._raw(decoded)
         return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and their weights.
+
+_STREAMING_METHODS = ("encode", "decode_frame", "decode_next")
+
+
+def _split(model: nnx.Module) -> tuple[Any, tuple[Any, Any]]:
+    """An eval-mode model -> (graphdef, (weights, rest)): parameters and BatchNorm statistics,
+    then everything else (RNG streams), which inference never reads."""
+    # Imported here: a predictor started from the start-up cache never needs flax.
+    from flax import nnx
+
+    model.eval()
+    graphdef, weights, rest = nnx.split(model, (nnx.Param, nnx.BatchStat), ...)
+    return graphdef, (weights, rest)
+
+
+def _settings_from_config(config: Any) -> dict[str, Any]:
+    """`VideoPredictor` arguments a training config gives: dataset, eval size, post-processing,
+    tracker, output stride."""
+    from vipdl import from_config
+
+    return dict(
+        descriptor=from_config.descriptor(config),
+        eval_crop_size_hw=from_config.eval_crop_size_hw(config),
+        postprocess=from_config.postprocess_options(config),
+        tracker="vip" if from_config.is_vip(config) else "iou",
+        output_stride=from_config.model_config(config).output_stride,
+    )
+
+
+def _settings_to_dict(settings: dict[str, Any]) -> dict[str, Any]:
+    crop = settings["eval_crop_size_hw"]
+    return dict(descriptor=settings["descriptor"].to_dict(),
+                eval_crop_size_hw=None if crop is None else list(crop),
+                postprocess=dataclasses.asdict(settings["postprocess"]),
+                tracker=settings["tracker"], output_stride=settings["output_stride"])
+
+
+def _settings_from_dict(d: dict[str, Any]) -> dict[str, Any]:
+    try:
+        crop = d["eval_crop_size_hw"]
+        return dict(descriptor=DatasetDescriptor.from_dict(d["descriptor"]),
+                    eval_crop_size_hw=None if crop is None else tuple(int(v) for v in crop),
+                    postprocess=PostprocessOptions(**d["postprocess"]),
+                    tracker=str(d["tracker"]), output_stride=int(d["output_stride"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise predictor_cache.CacheError(f"bad predictor settings in the cache entry: {e}") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class _CheckpointSource:
+    """Where `VideoPredictor.from_checkpoint` takes a model from: a workdir's config or a config
+    object, and a checkpoint path."""
+
+    workdir: Path | None
+    config: Any
+    checkpoint: str | os.PathLike
+    which: str
+
+    def load_config(self) -> Any:
+        if self.config is not None:
+            return self.config
+        from vipdl import checkpointing
+
+        return checkpointing.load_config(self.workdir)
+
+    def config_text(self) -> str:
+        if self.config is not None:
+            return self.config.to_json_best_effort(sort_keys=True)
+        path = self.workdir / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; is {self.workdir} a vipdl training workdir?")
+        return path.read_text()
+
+    def step_dir(self) -> Path:
+        found = predictor_cache.quick_step_dir(self.checkpoint, self.which)
+        if found is not None:
+            return found
+        from vipdl import checkpointing
+
+        return Path(checkpointing.resolve_step_dir(os.fspath(self.checkpoint), self.which))
+
+
+@dataclasses.dataclass(frozen=True)
+class _FunctionSpec:
+    """Everything the device functions of one frame size depend on besides the weights."""
+
+    names: tuple[str, ...]
+    geometry: video_io.FrameGeometry
+    labels: LabelConvention
+    options: PostprocessOptions
+    return_depth: bool
+    return_raw: bool
+    batch_size: int
+
+    def key(self) -> str:
+        return predictor_cache.function_key(dataclasses.asdict(self))
+
+
+class _CachedWeights:
+    """A checkpoint's weights read from the start-up cache (`vipdl.predictor_cache`), and its
+    device functions: deserialized when the entry has them, else traced from the model (restored
+    from the checkpoint only then), stored, and run in their deserialized form, so this run and
+    the next compile the same program (one compilation-cache entry)."""
+
+    def __init__(self, entry: predictor_cache.Entry, source: _CheckpointSource, step_dir: Path,
+                 weights: list[np.ndarray], model: nnx.Module | None = None):
+        self.entry, self.source, self.step_dir = entry, source, step_dir
+        self._weights = weights
+        self._model = model
+
+    @classmethod
+    def open(cls, source: _CheckpointSource, store: predictor_cache.Store) -> _CachedWeights:
+        """The entry of `source`'s checkpoint, created (from a restored model) when missing."""
+        step_dir = source.step_dir()
+        name = predictor_cache.entry_name(step_dir, source.config_text())
+        entry = store.open(name)
+        if entry is not None:
+            try:
+                return cls(entry, source, step_dir, entry.weights())
+            except predictor_cache.CacheError as e:
+                store.discard(entry.path, e)
+        from vipdl import from_config
+
+        config = source.load_config()
+        model = from_config.restored_model(config, os.fspath(step_dir))
+        settings = _settings_from_config(config)
+        settings = dict(_settings_to_dict(settings),
+                        streaming=all(hasattr(model, m) for m in _STREAMING_METHODS))
+        paths, leaves = _weight_leaves(model)
+        weights = [np.asarray(w) for w in leaves]
+        entry = store.create(name, settings=settings, weight_paths=paths, weights=weights,
+                             source={"step_dir": os.fspath(step_dir)})
+        return cls(entry, source, step_dir, weights, model)
+
+    @property
+    def missing_streaming_methods(self) -> list[str]:
+        return [] if self.entry.settings.get("streaming") else list(_STREAMING_METHODS)
+
+    def device_weights(self) -> list[jax.Array]:
+        return [jax.device_put(w) for w in self._weights]
+
+    def functions(self, spec: _FunctionSpec) -> _ExportedFunctions:
+        key = spec.key()
+        try:
+            exported = self.entry.functions(key)
+        except predictor_cache.CacheError as e:
+            log.warning("start-up cache: %s; tracing again", e)
+            exported = None
+        if exported is None:
+            exported = _export_functions(self._live_model(), spec)
+            try:
+                self.entry.store_functions(key, exported)
+            except OSError as e:  # A full or read-only disk costs the next run time only.
+                log.warning("start-up cache: cannot store the traced functions: %s", e)
+            exported = {k: jax.export.deserialize(e.serialize()) for k, e in exported.items()}
+        return _ExportedFunctions(spec.geometry, exported)
+
+    def _live_model(self) -> nnx.Module:
+        if self._model is None:
+            from vipdl import from_config
+
+            model = from_config.restored_model(self.source.load_config(), os.fspath(self.step_dir))
+            paths, _ = _weight_leaves(model)
+            if tuple(paths) != self.entry.weight_paths:
+                raise predictor_cache.CacheError(
+                    f"{self.entry.path}: the cached weights do not match the model of the config "
+                    "(delete the cache directory)")
+            self._model = model
+        return self._model
+
+
+def _weight_leaves(model: nnx.Module) -> tuple[list[str], list[jax.Array]]:
+    """The model's weights as ("a/b/kernel" paths, arrays), in `_split`'s flattening order."""
+    _, (weights, _) = _split(model)
+    flat = jax.tree_util.tree_flatten_with_path(weights)[0]
+    paths = ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+             for path, _ in flat]
+    return paths, [leaf for _, leaf in flat]
+
+
+def _export_functions(model: nnx.Module, spec: _FunctionSpec) -> dict[str, jax.export.Exported]:
+    """`jax.export`s `model`'s device functions for `spec`, the weights a flat list argument."""
+    graphdef, (weights, rest) = _split(model)
+    leaves, treedef = jax.tree.flatten(weights)
+    fns = _DeviceFunctions(graphdef, spec.geometry, spec.labels, spec.options, spec.return_depth,
+                           spec.return_raw)
+
+    def state(w):
+        return jax.tree.unflatten(treedef, w), rest
+
+    w = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
+    h, wd = spec.geometry.frame_hw
+    one = jax.ShapeDtypeStruct((1, h, wd, 3), jnp.uint8)
+    batch = jax.ShapeDtypeStruct((spec.batch_size, h, wd, 3), jnp.uint8)
+    out = {}
+    if "prime" in spec.names:
+        prime = jax.jit(lambda w, f: fns._prime(state(w), f))
+        out["prime"] = jax.export.export(prime)(w, one)
+        cache = jax.eval_shape(prime, w, one)[0]
+        step = jax.jit(lambda w, c, f: fns._step(state(w), c, f))
+        out["step"] = jax.export.export(step)(w, cache, batch)
+        if "raw" in spec.names:
+            out["raw"] = jax.export.export(jax.jit(fns._raw))(cache[1])
+    if "single" in spec.names:
+        single = jax.jit(lambda w, f: fns._single(state(w), f))
+        out["single"] = jax.export.export(single)(w, batch)
+    return out
+
+
+class _ExportedFunctions(_Functions):
+    """Device functions deserialized from the start-up cache (see `_export_functions`)."""
+
+    def __init__(self, geometry: video_io.FrameGeometry,
+                 exported: dict[str, jax.export.Exported]):
+        self.geometry = geometry
+        calls = {k: jax.jit(e.call) for k, e in exported.items()}
+        for name, call in calls.items():
+            setattr(self, name, call)
 
 
 _FRAME_KEYS = (

@@ -13,7 +13,6 @@ from tests.inference_test import (  # noqa: F401
     _tree_bytes,
     make_clip,
     paint,
-    tiny_run,
 )
 from vipdl import video_io
 from vipdl.cli import predict_video
@@ -144,7 +143,7 @@ def test_matte_flags_parse():
 
 
 @pytest.mark.slow
-def test_cli_matte_flags(tiny_run, tmp_path, capsys):  # noqa: F811
+def test_cli_matte_flags(tiny_run, tmp_path, capsys):
     workdir, _ = tiny_run
     folder = tmp_path / "v"
     folder.mkdir()
@@ -187,7 +186,7 @@ def test_evaluate_videos_reports_boundary_scores(predictors):
 
 
 @pytest.mark.slow
-def test_cli_evaluate_boundary(tiny_run, tmp_path, capsys):  # noqa: F811
+def test_cli_evaluate_boundary(tiny_run, tmp_path, capsys):
     from vipdl.cli import evaluate
 
     workdir, _ = tiny_run

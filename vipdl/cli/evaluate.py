@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from vipdl.inference import VideoPredictor
         from vipdl.video_evaluation import evaluate_videos
 
-        console.enable_compilation_cache()
+        cache = console.enable_compilation_cache()
         config = (load_config_file(args.config) if args.config
                   else checkpointing.load_config(args.workdir))
         checkpoint = args.checkpoint or args.workdir
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tracker:
             overrides["tracker"] = args.tracker
         predictor = VideoPredictor.from_checkpoint(config, checkpoint, which=args.which,
-                                                   **overrides)
+                                                   cache_dir=cache, **overrides)
         split = args.split or config.data.eval_split
         videos = from_config.eval_videos(config, split, max_videos=args.max_videos)
         if args.pred_dir:

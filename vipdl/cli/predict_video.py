@@ -854,8 +854,9 @@ def load_config_file(spec: str):
     return module.get_config(arg) if arg else module.get_config()
 
 
-def build_predictor(args: argparse.Namespace):
-    """The predictor of `--workdir` or `--config` + `--checkpoint`."""
+def build_predictor(args: argparse.Namespace, cache_dir: Path | None = None):
+    """The predictor of `--workdir` or `--config` + `--checkpoint`; `cache_dir`: the start-up
+    cache (docs/inference.md#start-up), None for none."""
     from vipdl.inference import VideoPredictor
 
     overrides: dict[str, Any] = {"batch_size": args.batch_size,
@@ -870,14 +871,14 @@ def build_predictor(args: argparse.Namespace):
         return VideoPredictor.from_export(args.export, **overrides)
     if args.workdir and not args.config:
         return VideoPredictor.from_checkpoint(args.workdir, args.checkpoint, which=args.which,
-                                              **overrides)
+                                              cache_dir=cache_dir, **overrides)
     if not args.config:
         raise ValueError("give --workdir, --export, or --config together with --checkpoint")
     checkpoint = args.checkpoint or args.workdir
     if not checkpoint:
         raise ValueError("--config needs --checkpoint (or --workdir) to load weights from")
     return VideoPredictor.from_checkpoint(load_config_file(args.config), checkpoint,
-                                          which=args.which, **overrides)
+                                          which=args.which, cache_dir=cache_dir, **overrides)
 
 
 def _resume_command(argv: list[str]) -> str:
@@ -946,8 +947,7 @@ def main(argv: list[str] | None = None) -> int:
                 and not args.resume):
             raise FileExistsError(f"overlay {overlay} exists; pass --overwrite to replace it")
         video_io.probe(args.input)
-        console.enable_compilation_cache()
-        predictor = build_predictor(args)
+        predictor = build_predictor(args, cache_dir=console.enable_compilation_cache())
         started = True
         summary = run_prediction(predictor, args.input, outputs, overwrite=args.overwrite,
                                  resume=args.resume, on_bad_frame=args.on_bad_frame,

@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import optimize
 
 from vipdl.postprocess import labels
 from vipdl.postprocess.labels import TRACK_BITS, TrackIdOverflowError
@@ -151,6 +150,8 @@ class IoUTracker:
                 iou = np.zeros((len(instances), 0))
             matched_instances, matched_tracks = set(), set()
             if iou.size:
+                from scipy import optimize  # Here: importing scipy costs start-up time.
+
                 rows_i, cols = optimize.linear_sum_assignment(-iou)
                 for i, j in zip(rows_i.tolist(), cols.tolist()):
                     if iou[i, j] > self.iou_threshold:
