@@ -46,6 +46,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 def run(body: Callable[[], None]) -> int:
     """Runs `body`; bad input (ValueError) becomes a one-line error on stderr and exit code 1."""
+    from vipdl.evaluation.vpq import keep_freed_memory
+
+    keep_freed_memory()  # This process decodes frames too (--workers 1), as the pool workers do.
     start = time.perf_counter()
     try:
         body()

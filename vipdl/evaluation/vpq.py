@@ -13,6 +13,7 @@ of one video.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -155,8 +156,31 @@ def map_frames(fn: Callable, items: Sequence, *, workers: int = 1) -> Iterator:
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
-    with _pool_context().Pool(min(workers, len(items))) as pool:
+    with _pool_context().Pool(min(workers, len(items)), initializer=keep_freed_memory) as pool:
         yield from pool.imap(fn, items, chunksize=2)
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory() -> None:
+    """Makes glibc keep freed label maps for the next frame instead of returning them.
+
+    By default glibc serves a large allocation with its own mmap and unmaps it when freed, so
+    the next frame's 8-16 MB arrays are faulted in page by page again: in a pool worker that was
+    over a third of the time (3 M page faults on the Cityscapes-sized benchmark set,
+    docs/benchmarks.md#eval). A fixed mmap threshold at glibc's maximum (32 MB) and a 512 MB trim
+    threshold keep them in the heap; the peak memory is unchanged. The evaluation pools call it
+    in every worker. No-op where there is no glibc `mallopt` (macOS, Windows, musl).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 512 << 20)
 
 
 def _pool_context():
@@ -188,7 +212,8 @@ def map_videos(
                 if bar is not None:
                     bar.update()
         else:
-            with _pool_context().Pool(min(workers, len(tasks))) as pool:
+            with _pool_context().Pool(min(workers, len(tasks)),
+                                      initializer=keep_freed_memory) as pool:
                 for r in pool.imap(fn, tasks):
                     results.append(r)
                     if bar is not None:
