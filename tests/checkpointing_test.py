@@ -130,6 +130,24 @@ def test_restore_into_abstract_model_equals_the_checkpoint_bit_for_bit(saved_run
     _assert_trees_equal(_all_state(abstract), _all_state(concrete))
 
 
+def test_direct_read_equals_orbax_restore(saved_run, monkeypatch):
+    directory, _, _ = saved_run
+    step = checkpointing.resolve_step_dir(directory)
+    target = checkpointing._abstract(checkpointing._to_saveable(
+        nnx.to_pure_dict(nnx.state(_Toy(rngs=nnx.Rngs(0)), (nnx.Param, nnx.BatchStat)))))
+    assert checkpointing._read_direct(step, target) is not None  # The fast path is taken.
+    direct = _Toy(rngs=nnx.Rngs(5))
+    checkpointing.restore_model_weights(direct, directory)
+    monkeypatch.setattr(checkpointing, "_read_direct", lambda step_dir, target: None)
+    with_orbax = _Toy(rngs=nnx.Rngs(6))
+    checkpointing.restore_model_weights(with_orbax, directory)
+    _assert_trees_equal(_all_state(direct), _all_state(with_orbax))
+    # A target of another dtype is not read directly (Orbax converts it).
+    wrong = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape, jnp.bfloat16, sharding=t.sharding),
+                         target)
+    assert checkpointing._read_direct(step, wrong) is None
+
+
 def test_restore_checkpoint_into_abstract_objects(saved_run):
     directory, states, next_batches = saved_run
     model, opt = nnx.eval_shape(lambda: _trained(seed=5))
@@ -159,6 +177,24 @@ def test_restore_model_weights_names_mismatches(saved_run):
     message = str(error.value)
     assert "conv/kernel: expected (3, 3, 3, 6), found (3, 3, 3, 4)" in message
     assert "extra/kernel: expected (2, 2), missing in checkpoint" in message
+
+
+def test_each_kind_of_mismatch_is_named(saved_run, monkeypatch):
+    directory, _, _ = saved_run
+    # The direct header read agrees with Orbax's metadata.
+    step = checkpointing.resolve_step_dir(directory)
+    model_shapes = {p: v for p, v in checkpointing._checkpoint_model_shapes(step).items()}
+    assert checkpointing._model_shapes_direct(step) == model_shapes
+    # Paths all present, a shape differs.
+    with pytest.raises(ValueError, match=r"conv/kernel: expected \(3, 3, 3, 6\), found"):
+        checkpointing.restore_model_weights(_Toy(6, rngs=nnx.Rngs(0)), directory)
+    # Shapes fit, a path is missing.
+    with pytest.raises(ValueError, match="extra/kernel: expected .*missing in checkpoint"):
+        checkpointing.restore_model_weights(_Toy(rngs=nnx.Rngs(0), extra=True), directory)
+    # A store laid out otherwise: Orbax's metadata read is used instead.
+    monkeypatch.setattr(checkpointing, "_model_shapes_direct", lambda step_dir: None)
+    with pytest.raises(ValueError, match="extra/kernel: expected .*missing in checkpoint"):
+        checkpointing.restore_model_weights(_Toy(rngs=nnx.Rngs(0), extra=True), directory)
 
 
 def test_restore_model_weights_errors_for_missing_paths(tmp_path):

@@ -421,15 +421,17 @@ def _restore_model_subset(model: nnx.Module, step_dir: str, paths: set[Path], fi
     current = nnx.to_pure_dict(state)
     pure = _to_saveable(current)
     target = _abstract(_subset(pure, paths))
-    restored = ocp.PyTreeCheckpointer().restore(
-        os.path.join(step_dir, STATE),
-        args=ocp.args.PyTreeRestore(
-            item={"model": target},
-            restore_args=ocp.checkpoint_utils.construct_restore_args({"model": target}),
-            partial_restore=True,
-        ),
-    )
-    merged = _merge_into(pure, restored["model"])
+    restored = _read_direct(step_dir, target)
+    if restored is None:
+        restored = ocp.PyTreeCheckpointer().restore(
+            os.path.join(step_dir, STATE),
+            args=ocp.args.PyTreeRestore(
+                item={"model": target},
+                restore_args=ocp.checkpoint_utils.construct_restore_args({"model": target}),
+                partial_restore=True,
+            ),
+        )["model"]
+    merged = _merge_into(pure, restored)
     nnx.replace_by_pure_dict(state, jax.tree.map(_rewrap, current, merged))
     nnx.update(model, state)
 
@@ -464,26 +466,15 @@ def restore_model_weights(
         how many there are in all, when the checkpoint does not fit the model.
     """
     step_dir = resolve_step_dir(path, which)
-    found = _checkpoint_model_shapes(step_dir)
     wanted = _flatten(nnx.to_pure_dict(nnx.state(model, _WEIGHTS)))
-    problems = []
-    for p, value in sorted(wanted.items()):
-        if p not in found:
-            problems.append(f"  {_join(p)}: expected {tuple(value.shape)}, missing in checkpoint")
-        elif found[p][0] != tuple(value.shape):
-            problems.append(f"  {_join(p)}: expected {tuple(value.shape)}, found {found[p][0]}")
-    if problems:
-        # One changed width breaks every parameter after it; the first few lines show the cause.
-        shown = problems[:_MAX_LISTED]
-        if len(problems) > _MAX_LISTED:
-            shown.append(f"  ... and {len(problems) - _MAX_LISTED} more")
-        extra = len(set(found) - set(wanted))
-        hint = f"; the checkpoint also has {extra} arrays the model does not" if extra else ""
-        raise ValueError(
-            f"checkpoint {step_dir} does not fit the model ({len(problems)} of {len(wanted)} "
-            f"arrays differ{hint}). Was it trained with another model config?\n"
-            + "\n".join(shown)
-        )
+    # Checked before reading: Orbax fills a path the checkpoint lacks without complaint, and a
+    # refused shape leaves its pending reads failing noisily after the error. Orbax's own
+    # metadata read opens every array of the run (0.7 s for the demo model); the direct read
+    # of the model's array headers takes 0.03 s and is trusted only when everything fits.
+    found = _model_shapes_direct(step_dir)
+    if found is None or _misfits(wanted, found):
+        found = _checkpoint_model_shapes(step_dir)
+        _raise_on_misfit(wanted, found, step_dir)
     _restore_model_subset(model, step_dir, set(wanted), _WEIGHTS)
     # The model's other state (PRNG keys and counters of dropout) comes from the checkpoint
     # when it has it with the same shape, so the model equals the saved one; else it is
@@ -494,6 +485,95 @@ def restore_model_weights(
         _restore_model_subset(model, step_dir, same, _NOT_WEIGHTS)
     materialize(model)
     return sorted(_join(p) for p in wanted)
+
+
+def _model_shapes_direct(step_dir: str) -> dict[Path, tuple[tuple[int, ...], Any]] | None:
+    """`_checkpoint_model_shapes` of the "model" arrays only, read straight from the zarr headers
+    in Orbax's OCDBT store; None when the store is not laid out that way."""
+    import tensorstore as ts
+
+    try:
+        kv = ts.KvStore.open(_ocdbt_spec(step_dir)).result()
+        headers = [k for k in kv.list().result()
+                   if k.startswith(b"model.") and k.endswith(b"/.zarray")]
+        reads = [(k, kv.read(k)) for k in headers]
+        out = {}
+        for k, r in reads:
+            meta = json.loads(r.result().value)
+            name = k[: -len(b"/.zarray")].decode()
+            out[tuple(name.split(".")[1:])] = (tuple(meta["shape"]), np.dtype(meta["dtype"]))
+    except Exception:  # Any other layout (or version): the caller asks Orbax instead.
+        return None
+    return out or None
+
+
+def _ocdbt_spec(step_dir: str) -> dict[str, Any]:
+    return {"driver": "ocdbt", "base": "file://" + os.path.abspath(os.path.join(step_dir, STATE))}
+
+
+def _read_direct(step_dir: str, target: dict) -> dict | None:
+    """The "model" arrays of `target` (a nested dict of `jax.ShapeDtypeStruct`s with shardings)
+    read straight from the zarr arrays of Orbax's OCDBT store, in parallel; None when any is
+    not there in that form (the caller restores with Orbax).
+
+    Orbax spends most of a small model's restore on per-array bookkeeping (0.6 s for the demo
+    model, against 0.2 s here); the bytes read are the same, so the arrays are bit for bit
+    equal (tests/checkpointing_test.py compares both).
+    """
+    import tensorstore as ts
+
+    flat = _flatten(target)
+    base = _ocdbt_spec(step_dir)
+    try:
+        opened = {p: ts.open({"driver": "zarr",
+                              "kvstore": {**base, "path": ".".join(("model", *p)) + "/"}},
+                             open=True, read=True) for p in flat}
+        reads = {p: f.result().read() for p, f in opened.items()}
+        values = {p: r.result() for p, r in reads.items()}
+    except Exception:  # Missing, another layout or version: Orbax knows.
+        return None
+    out = {}
+    for p, t in flat.items():
+        value = values[p]
+        if value.shape != tuple(t.shape) or value.dtype != t.dtype:
+            return None
+        out[p] = jax.make_array_from_callback(t.shape, t.sharding, lambda i, v=value: v[i])
+    return _unflatten_like(target, out)
+
+
+def _unflatten_like(tree: dict, flat: dict[Path, Any], prefix: Path = ()) -> dict:
+    return {k: _unflatten_like(v, flat, (*prefix, str(k))) if isinstance(v, dict)
+            else flat[(*prefix, str(k))] for k, v in tree.items()}
+
+
+def _misfits(wanted: dict[Path, Any], found: dict[Path, tuple[tuple[int, ...], Any]]) -> list[str]:
+    problems = []
+    for p, value in sorted(wanted.items()):
+        if p not in found:
+            problems.append(f"  {_join(p)}: expected {tuple(value.shape)}, missing in checkpoint")
+        elif found[p][0] != tuple(value.shape):
+            problems.append(f"  {_join(p)}: expected {tuple(value.shape)}, found {found[p][0]}")
+    return problems
+
+
+def _raise_on_misfit(wanted: dict[Path, Any], found: dict[Path, tuple[tuple[int, ...], Any]],
+                     step_dir: str) -> None:
+    """Raises a ValueError naming the first missing paths and shape mismatches (expected vs
+    found) and how many there are in all, when the checkpoint does not fit the model."""
+    problems = _misfits(wanted, found)
+    if not problems:
+        return
+    # One changed width breaks every parameter after it; the first few lines show the cause.
+    shown = problems[:_MAX_LISTED]
+    if len(problems) > _MAX_LISTED:
+        shown.append(f"  ... and {len(problems) - _MAX_LISTED} more")
+    extra = len(set(found) - set(wanted))
+    hint = f"; the checkpoint also has {extra} arrays the model does not" if extra else ""
+    raise ValueError(
+        f"checkpoint {step_dir} does not fit the model ({len(problems)} of {len(wanted)} "
+        f"arrays differ{hint}). Was it trained with another model config?\n"
+        + "\n".join(shown)
+    )
 
 
 def warm_start(

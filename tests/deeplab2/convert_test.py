@@ -407,7 +407,7 @@ def test_cli_converts_into_a_workdir_the_predictor_loads(tiny, tmp_path, capsys)
     from vipdl.inference import VideoPredictor
 
     predictor = VideoPredictor.from_checkpoint(str(workdir))
-    model = nnx.merge(predictor._graphdef, predictor._state)
+    model = nnx.merge(predictor._graphdef, *predictor._state)
     name = "semantic_head_without_last_layer/_conv1_bn_act/_depthwise/_depthwise_conv/" \
            "depthwise_kernel" + SUFFIX
     np.testing.assert_array_equal(model.semantic_head.conv.depthwise.kernel[...],
@@ -516,7 +516,7 @@ def test_cli_script_on_a_full_size_checkpoint(deeplab2_fixtures, tmp_path):
 
     predictor = VideoPredictor.from_checkpoint(str(workdir))
     assert predictor.tracker == "iou"
-    model = nnx.merge(predictor._graphdef, predictor._state)
+    model = nnx.merge(predictor._graphdef, *predictor._state)
     key = "instance_center_head_last_layer/kernel" + SUFFIX
     np.testing.assert_array_equal(model.center_head.final.kernel[...],
                                   d2.seeded_value(1, key, (1, 1, 32, 1), 1.75))
