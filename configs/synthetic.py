@@ -16,9 +16,11 @@ Variants (`--config=configs/synthetic.py:<args>`):
 
 Expected result (2-core CPU, about 9 minutes of training; `python scripts/benchmarks/learning.py`
 reruns it next to the baseline and writes the table in docs/benchmarks.md): on the 8 held-out
-videos VPQ 76.2 (k = 1..4: 79.8 / 77.6 / 74.7 / 72.7; things 46.3, stuff 94.2), STQ 64.7. The
-`baseline` variant (per-frame Panoptic-DeepLab + IoU tracker, same steps) reaches 70.9
-(79.7 / 71.4 / 67.4 / 65.3), STQ 52.5: as good on single frames, worse tracks.
+videos VPQ 76.2 (k = 1..4: 79.8 / 77.6 / 74.7 / 72.7; things 46.3, stuff 94.2), STQ 64.7;
+some installations of the same pinned packages give 76.6
+(docs/benchmarks.md#learning-bar-synthetic-demo). The `baseline` variant (per-frame
+Panoptic-DeepLab + IoU tracker, same steps) reaches 70.9 (79.7 / 71.4 / 67.4 / 65.3), STQ 52.5:
+as good on single frames, worse tracks.
 
 Recipe vs the R50 one: a ResNet-beta of base width 16 at output stride 16 (ASPP rates 2/4/6
 suit the small feature maps), narrower decoders, Adam at 2e-3 with the same poly 0.9 decay, batch
