@@ -21,21 +21,8 @@ jax.config.update("jax_disable_most_optimizations", True)
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A workdir holding the `runlocal` synthetic config and an (untrained) checkpoint."""
-    import grain
-    import optax
-    from flax import nnx
-
     from configs import synthetic as synthetic_config
-    from vipdl import checkpointing, from_config
+    from tests.runs import write_untrained_run
 
-    workdir = tmp_path_factory.mktemp("run")
     config = synthetic_config.get_config("runlocal")
-    model = from_config.create_model(config, rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
-    manager = checkpointing.create_manager(checkpointing.checkpoint_dir(str(workdir)), keep=1)
-    data_iter = iter(grain.MapDataset.range(2).to_iter_dataset())
-    checkpointing.save_checkpoint(manager, 0, model, optimizer, data_iter, force=True)
-    manager.wait_until_finished()
-    manager.close()
-    checkpointing.save_config(config, str(workdir))
-    return workdir, config
+    return write_untrained_run(tmp_path_factory.mktemp("run"), config), config

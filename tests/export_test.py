@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.runs import write_untrained_run
 from vipdl import export, keys, video_io
 from vipdl.data.descriptors import SYNTHETIC
 from vipdl.data.synthetic import SyntheticConfig, generate_video
@@ -389,23 +390,9 @@ def test_tflite_conversion_is_blocked_by_sort(saved_model_dirs):
 @pytest.fixture(scope="module")
 def tiny_workdir(tmp_path_factory):
     """A workdir holding the `runlocal` synthetic config and an (untrained) checkpoint."""
-    import grain
-    import optax
-
-    from vipdl import checkpointing, from_config
-
-    workdir = tmp_path_factory.mktemp("run")
     config = _config(use_depth=False)
     config.postprocess.center_threshold = OPTIONS.center_threshold
-    model = from_config.create_model(config, rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
-    manager = checkpointing.create_manager(checkpointing.checkpoint_dir(str(workdir)), keep=1)
-    data_iter = iter(grain.MapDataset.range(2).to_iter_dataset())
-    checkpointing.save_checkpoint(manager, 0, model, optimizer, data_iter, force=True)
-    manager.wait_until_finished()
-    manager.close()
-    checkpointing.save_config(config, str(workdir))
-    return workdir
+    return write_untrained_run(tmp_path_factory.mktemp("run"), config)
 
 
 def test_cli_rejects_bad_arguments(tiny_workdir, tmp_path, capsys):

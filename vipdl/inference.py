@@ -289,7 +289,7 @@ class VideoPredictor:
                                        checkpoint=checkpoint, which=which)
         if cache_dir is not None:
             weights = _CachedWeights.open(source, predictor_cache.Store(cache_dir))
-            kwargs = _settings_from_dict(weights.entry.settings)
+            kwargs = dict(weights.settings)
             kwargs.update(overrides)
             return cls(weights, **kwargs)
         from vipdl import from_config
@@ -852,7 +852,7 @@ def _settings_to_dict(settings: dict[str, Any]) -> dict[str, Any]:
                 tracker=settings["tracker"], output_stride=settings["output_stride"])
 
 
-def _settings_from_dict(d: dict[str, Any]) -> dict[str, Any]:
+def _settings_from_dict(d: dict[str, Any], where: str) -> dict[str, Any]:
     try:
         crop = d["eval_crop_size_hw"]
         return dict(descriptor=DatasetDescriptor.from_dict(d["descriptor"]),
@@ -860,7 +860,7 @@ def _settings_from_dict(d: dict[str, Any]) -> dict[str, Any]:
                     postprocess=PostprocessOptions(**d["postprocess"]),
                     tracker=str(d["tracker"]), output_stride=int(d["output_stride"]))
     except (KeyError, TypeError, ValueError) as e:
-        raise predictor_cache.CacheError(f"bad predictor settings in the cache entry: {e}") from e
+        raise predictor_cache.CacheError(f"{where}: bad predictor settings ({e})") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -921,7 +921,10 @@ class _CachedWeights:
 
     def __init__(self, entry: predictor_cache.Entry, source: _CheckpointSource, step_dir: Path,
                  weights: list[np.ndarray], model: nnx.Module | None = None):
+        """Raises `predictor_cache.CacheError` when the entry's settings cannot be read."""
         self.entry, self.source, self.step_dir = entry, source, step_dir
+        self.settings = _settings_from_dict(  # `VideoPredictor` arguments.
+            entry.settings, f"{entry.path or 'start-up cache entry'}/{predictor_cache.ENTRY_FILE}")
         self._weights = weights
         self._model = model
 
@@ -940,8 +943,7 @@ class _CachedWeights:
 
         config = source.load_config()
         model = from_config.restored_model(config, os.fspath(step_dir))
-        settings = _settings_from_config(config)
-        settings = dict(_settings_to_dict(settings),
+        settings = dict(_settings_to_dict(_settings_from_config(config)),
                         streaming=all(hasattr(model, m) for m in _STREAMING_METHODS))
         paths, leaves = _weight_leaves(model)
         weights = [np.asarray(w) for w in leaves]
@@ -964,12 +966,12 @@ class _CachedWeights:
             log.warning("start-up cache: %s; tracing again", e)
             exported = None
         if exported is None:
-            exported = _export_functions(self._live_model(), spec)
+            blobs = {k: e.serialize() for k, e in _export_functions(self._live_model(), spec).items()}
             try:
-                self.entry.store_functions(key, exported)
+                self.entry.store_functions(key, blobs)
             except OSError as e:  # A full or read-only disk costs the next run time only.
                 log.warning("start-up cache: cannot store the traced functions: %s", e)
-            exported = {k: jax.export.deserialize(e.serialize()) for k, e in exported.items()}
+            exported = {k: jax.export.deserialize(bytearray(b)) for k, b in blobs.items()}
         return _ExportedFunctions(spec.geometry, exported)
 
     def _live_model(self) -> nnx.Module:
@@ -1041,26 +1043,12 @@ class _ExportedFunctions(_Functions):
                           for name, e in exported.items()}
         pool.shutdown(wait=False)
 
-    def _function(self, name: str):
-        if name not in self._compiled:
-            raise AttributeError(f"the cached functions hold no {name!r} (other tracker)")
-        return self._compiled[name].result()
-
-    @property
-    def prime(self):
-        return self._function("prime")
-
-    @property
-    def step(self):
-        return self._function("step")
-
-    @property
-    def single(self):
-        return self._function("single")
-
-    @property
-    def raw(self):
-        return self._function("raw")
+    def __getattr__(self, name: str):
+        """`prime`, `step`, `single`, `raw`: the compiled function (waits for its compilation)."""
+        compiled = self.__dict__.get("_compiled", {})
+        if name not in compiled:
+            raise AttributeError(f"the cached functions hold no {name!r}")
+        return compiled[name].result()
 
     def cache_shape(self, state, frame: np.ndarray):
         e = self._exported["prime"]

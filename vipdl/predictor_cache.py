@@ -178,13 +178,13 @@ class Entry:
         except Exception as e:  # Truncated, or an incompatible jax: jax raises several types.
             raise CacheError(f"{path}: cannot load the cached functions ({e})") from None
 
-    def store_functions(self, key: str, exported: Mapping[str, jax.export.Exported]) -> None:
-        """Writes serialized functions under `key` (atomically: a reader sees all or none)."""
+    def store_functions(self, key: str, serialized: Mapping[str, bytes]) -> None:
+        """Writes functions serialized by `jax.export` under `key` (atomically: a reader sees
+        all or none)."""
         if self.path is None:
             return
         buffer = io.BytesIO()
-        np.savez(buffer, **{name: np.frombuffer(e.serialize(), np.uint8)
-                            for name, e in exported.items()})
+        np.savez(buffer, **{name: np.frombuffer(b, np.uint8) for name, b in serialized.items()})
         (self.path / FUNCTIONS_DIR).mkdir(exist_ok=True)
         formats.atomic_write_bytes(self.path / FUNCTIONS_DIR / f"{key}.npz", buffer.getvalue())
 
